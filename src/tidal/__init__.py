@@ -1,0 +1,76 @@
+"""Tidal: a closed-loop MLOps platform, from versioned data to drift-triggered retraining.
+
+The public API is re-exported here and imported lazily on first use, so that ``import tidal``
+costs milliseconds and a command-line tool built on it starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # workspace
+    "Workspace": "tidal.store.workspace",
+    "workspace": "tidal._workspace",
+    # tracking
+    "ActiveRun": "tidal.tracking.run",
+    "Run": "tidal.tracking.run",
+    "active_run": "tidal.tracking.fluent",
+    "end_run": "tidal.tracking.fluent",
+    "flush": "tidal.tracking.fluent",
+    "get_run": "tidal.tracking.fluent",
+    "list_experiments": "tidal.tracking.fluent",
+    "log_artifact": "tidal.tracking.fluent",
+    "log_artifacts": "tidal.tracking.fluent",
+    "log_metric": "tidal.tracking.fluent",
+    "log_metrics": "tidal.tracking.fluent",
+    "log_param": "tidal.tracking.fluent",
+    "log_params": "tidal.tracking.fluent",
+    "search_runs": "tidal.tracking.fluent",
+    "set_tag": "tidal.tracking.fluent",
+    "set_tags": "tidal.tracking.fluent",
+    "start_run": "tidal.tracking.fluent",
+    # errors
+    "TidalError": "tidal.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from tidal._workspace import workspace
+    from tidal.errors import TidalError
+    from tidal.store.workspace import Workspace
+    from tidal.tracking.fluent import (
+        active_run,
+        end_run,
+        flush,
+        get_run,
+        list_experiments,
+        log_artifact,
+        log_artifacts,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        search_runs,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from tidal.tracking.run import ActiveRun, Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tidal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,63 @@
+"""Identifiers and content digests shared by every layer.
+
+Digests are BLAKE2b-256 (fast in CPython's hashlib, no extra dependency), written as
+``blake2b:<64 hex>`` so that the algorithm travels with the value and can change later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import BinaryIO
+
+from tidal.errors import InvalidValueError
+
+DIGEST_ALGORITHM = "blake2b"
+_CHUNK = 1 << 20
+
+
+def new_id() -> str:
+    """A random 32-hex-character id (a UUID4 without dashes), like MLflow's run ids."""
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    """Wall-clock time in integer milliseconds since the epoch: the unit of every timestamp."""
+    return time.time_ns() // 1_000_000
+
+
+def hasher() -> "hashlib._Hash":
+    return hashlib.blake2b(digest_size=32)
+
+
+def format_digest(hex_digest: str) -> str:
+    return f"{DIGEST_ALGORITHM}:{hex_digest}"
+
+
+def digest_bytes(data: bytes) -> str:
+    h = hasher()
+    h.update(data)
+    return format_digest(h.hexdigest())
+
+
+def digest_stream(stream: BinaryIO) -> tuple[str, int]:
+    """Digest and byte count of everything left in a binary stream, read in 1 MiB chunks."""
+    h = hasher()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    return format_digest(h.hexdigest()), size
+
+
+def split_digest(digest: str) -> str:
+    """Return the hex part of a digest, checking its form (it becomes part of a blob path)."""
+    algorithm, _, hex_part = digest.partition(":")
+    if (algorithm != DIGEST_ALGORITHM or len(hex_part) != 64
+            or any(c not in "0123456789abcdef" for c in hex_part)):
+        raise InvalidValueError(
+            f"digest {digest!r} is not of the form '{DIGEST_ALGORITHM}:<64 lowercase hex>'",
+            field="digest",
+        )
+    return hex_part

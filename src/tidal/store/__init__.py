@@ -1,0 +1,1 @@
+"""Persistence: the metadata database, its migrations, the artifact store, the workspace."""

@@ -1,0 +1,229 @@
+"""Content-addressed blob store over fsspec: local disk, S3 or any fsspec URL, one API.
+
+A blob lives at ``blobs/<2 hex>/<2 hex>/<64 hex>`` under the store's root, named by its
+BLAKE2b digest. Its path is derived from the digest alone, so no name a user gives ever becomes
+part of a storage path. Writes never expose a partial blob: on local disk the bytes go to a
+temporary file that is fsynced and then renamed into place; on object stores a single PUT is
+already all-or-nothing. Every read re-hashes the bytes and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tidal.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    ConfigError,
+    InvalidArtifactNameError,
+    missing_dependency,
+)
+from tidal.ids import digest_stream, format_digest, hasher, split_digest
+
+_CHUNK = 1 << 20
+MAX_ARTIFACT_PATH = 1024
+# Percent-encoded '.', '/', '\' and NUL: the classic ways around a '..' check (CVE-2023-1177).
+_ENCODED_ESCAPE = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A stored blob: its digest (its address) and its size in bytes."""
+
+    digest: str
+    size: int
+
+
+def clean_artifact_path(name: str, *, field: str = "artifact name") -> str:
+    """Check an artifact name given by a user and return it normalised (POSIX, no './').
+
+    Refused: empty names, absolute paths, drive letters and URL schemes (':'), '..' or '.'
+    segments, empty segments, backslashes, NUL and other control characters, and
+    percent-encoded dots or slashes.
+    """
+    if not isinstance(name, str):
+        raise InvalidArtifactNameError(f"{field} must be a string, got {type(name).__name__}",
+                                       field=field)
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > MAX_ARTIFACT_PATH:
+        problem = f"is {len(name)} characters long; the limit is {MAX_ARTIFACT_PATH}"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "contains a NUL or other control character"
+    elif "\\" in name:
+        problem = "contains a backslash; use '/' between folders"
+    elif name.startswith("/"):
+        problem = "is an absolute path; give a path relative to the run"
+    elif ":" in name:
+        problem = "contains ':' (a drive letter or URL scheme); give a relative path"
+    elif _ENCODED_ESCAPE.search(name):
+        problem = "contains a percent-encoded '.', '/', '\\' or NUL"
+    else:
+        parts = name.split("/")
+        if any(part in ("..", ".") for part in parts):
+            problem = "contains a '..' or '.' segment; artifacts cannot leave their run"
+        elif any(part == "" for part in parts):
+            problem = "contains an empty segment ('//' or a trailing '/')"
+    if problem:
+        raise InvalidArtifactNameError(f"{field} {name!r} {problem}", field=field)
+    return name
+
+
+class ArtifactStore:
+    """Blobs addressed by digest under one root URL (a local folder or an fsspec URL)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        if "://" in url and not url.startswith("file://"):
+            import fsspec
+
+            try:
+                self._fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            except ImportError as error:
+                scheme = url.split("://", 1)[0]
+                extra = "s3" if scheme in ("s3", "s3a") else "all"
+                raise missing_dependency(f"an fsspec driver for {scheme}://", extra,
+                                         f"an artifact store at {url}") from error
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"artifact store URL {url!r}: {error}",
+                                  field="artifacts") from error
+            self._root = root.rstrip("/")
+            self.is_local = False
+        else:
+            self._fs = None
+            self._root = str(Path(url.removeprefix("file://")).resolve())
+            self.is_local = True
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> str:
+        hex_part = split_digest(digest)
+        return f"{self._root}/blobs/{hex_part[:2]}/{hex_part[2:4]}/{hex_part}"
+
+    def exists(self, digest: str) -> bool:
+        path = self._blob_path(digest)
+        return os.path.exists(path) if self.is_local else self._fs.exists(path)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put_file(self, source: str | os.PathLike[str]) -> Blob:
+        """Store a local file's bytes and return its blob; storing the same bytes twice is free."""
+        if self.is_local:
+            with open(source, "rb") as stream:
+                return self._put_local(stream)
+        with open(source, "rb") as stream:
+            digest, size = digest_stream(stream)
+        path = self._blob_path(digest)
+        if not self._fs.exists(path):
+            self._fs.put_file(os.fspath(source), path)
+        return Blob(digest, size)
+
+    def put_bytes(self, data: bytes) -> Blob:
+        if self.is_local:
+            import io
+
+            return self._put_local(io.BytesIO(data))
+        h = hasher()
+        h.update(data)
+        blob = Blob(format_digest(h.hexdigest()), len(data))
+        path = self._blob_path(blob.digest)
+        if not self._fs.exists(path):
+            self._fs.pipe_file(path, data)
+        return blob
+
+    def _put_local(self, stream: BinaryIO) -> Blob:
+        tmp_dir = Path(self._root, "tmp")
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        h = hasher()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = format_digest(h.hexdigest())
+            final = Path(self._blob_path(digest))
+            if final.exists():
+                os.unlink(tmp_name)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, final)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+        return Blob(digest, size)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _open(self, digest: str) -> BinaryIO:
+        path = self._blob_path(digest)
+        try:
+            return open(path, "rb") if self.is_local else self._fs.open(path, "rb")
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"blob {digest} is missing from {self.url}") from None
+
+    def _corrupted(self, digest: str, actual: str) -> ArtifactCorruptedError:
+        return ArtifactCorruptedError(
+            f"blob {digest} in {self.url} fails verification (its content hashes to {actual}); "
+            "the stored file was altered or truncated outside Tidal")
+
+    def get_bytes(self, digest: str) -> bytes:
+        """The blob's bytes, verified against its digest."""
+        with self._open(digest) as stream:
+            data = stream.read()
+        h = hasher()
+        h.update(data)
+        actual = format_digest(h.hexdigest())
+        if actual != digest:
+            raise self._corrupted(digest, actual)
+        return data
+
+    def get_file(self, digest: str, destination: str | os.PathLike[str]) -> Path:
+        """Copy a blob to a local file, verified; the file appears only once it is complete."""
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, suffix=".part")
+        try:
+            h = hasher()
+            with os.fdopen(fd, "wb") as out, self._open(digest) as stream:
+                while chunk := stream.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+            actual = format_digest(h.hexdigest())
+            if actual != digest:
+                raise self._corrupted(digest, actual)
+            os.replace(tmp_name, destination)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        return destination
+
+    def delete(self, digest: str) -> None:
+        path = self._blob_path(digest)
+        if self.is_local:
+            Path(path).unlink(missing_ok=True)
+        elif self._fs.exists(path):
+            self._fs.rm_file(path)
+
+    def clear_temporary(self) -> int:
+        """Remove leftover temporary files of writers that died mid-write; returns the count."""
+        if not self.is_local:
+            return 0
+        tmp_dir = Path(self._root, "tmp")
+        if not tmp_dir.is_dir():
+            return 0
+        count = sum(1 for _ in tmp_dir.iterdir())
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return count

@@ -1,0 +1,85 @@
+"""The workspace: one metadata store and one artifact store, opened together.
+
+``tidal.workspace()`` opens one and makes it current; everything else takes a workspace or
+uses the current one, resolved on first use from TIDAL_* variables, tidal.toml or ``./.tidal``.
+Opened workspaces are cached per (database, artifacts) pair so that asking twice is free.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from tidal.config import Settings, resolve_settings
+from tidal.store.artifacts import ArtifactStore
+from tidal.store.db import Database
+from tidal.store.migrate import ensure_schema
+
+
+class Workspace:
+    """A metadata database and an artifact store that belong together."""
+
+    def __init__(self, settings: Settings, storage_options: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        if settings.db_url.startswith("sqlite") or "://" not in settings.artifacts:
+            Path(settings.home).mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_url)
+        ensure_schema(self.db)
+        self.artifacts = ArtifactStore(settings.artifacts, storage_options)
+
+    @property
+    def location(self) -> str:
+        """Where the workspace lives, for people: the metadata URL and the artifact root."""
+        return f"{self.db.safe_url} (artifacts: {self.settings.artifacts})"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.location})"
+
+
+_lock = threading.Lock()
+_open: dict[tuple[str, str], Workspace] = {}
+_current: Workspace | None = None
+
+
+def open_workspace(
+    uri: str | os.PathLike[str] | None = None,
+    artifacts: str | os.PathLike[str] | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> Workspace:
+    """Open (or reuse) the workspace these arguments resolve to, without making it current."""
+    settings = resolve_settings(uri, artifacts)
+    key = (settings.db_url, settings.artifacts)
+    with _lock:
+        ws = _open.get(key)
+        if ws is None:
+            ws = _open[key] = Workspace(settings, storage_options)
+        return ws
+
+
+def set_current(ws: Workspace | None) -> None:
+    global _current
+    _current = ws
+
+
+def current_workspace() -> Workspace:
+    """The current workspace, opening the default one on first use."""
+    global _current
+    if _current is None:
+        _current = open_workspace()
+    return _current
+
+
+def close_all() -> None:
+    """Close every open workspace and forget the current one (tests and long-lived servers)."""
+    global _current
+    with _lock:
+        for ws in _open.values():
+            ws.close()
+        _open.clear()
+        _current = None

@@ -1,0 +1,109 @@
+"""Tables of experiment tracking. Migrations in tidal/store/migrations create them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+)
+
+from tidal.store.schema import KEY_LENGTH, Id, Millis, RowId, new_metadata
+
+metadata = new_metadata()
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(KEY_LENGTH), nullable=False, unique=True),
+    Column("created_at", Millis, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("experiment_id", Id, ForeignKey("experiments.id"), nullable=False),
+    Column("parent_id", Id, ForeignKey("runs.id"), nullable=True, index=True),
+    Column("name", String(KEY_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("start_time", Millis, nullable=False),
+    Column("end_time", Millis, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("user", String(KEY_LENGTH), nullable=True),
+    Column("host", String(KEY_LENGTH), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("source", Text, nullable=True),
+    Column("git_commit", String(64), nullable=True),
+    Column("git_dirty", Boolean, nullable=True),
+    Column("python_version", String(32), nullable=True),
+    Column("packages_digest", String(80), nullable=True),
+    Column("cpu_seconds", Float, nullable=True),
+    Column("peak_rss_bytes", BigInteger, nullable=True),
+    Column("gpu_seconds", Float, nullable=True),
+    Column("cost", Float, nullable=True),
+    Index("ix_runs_experiment_id_start_time", "experiment_id", "start_time"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Every point of every series; append-only. NaN is stored as is_nan with value 0 because
+# SQLite turns a NaN REAL into NULL; +/-inf are stored as they are on both backends.
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("run_id", Id, ForeignKey("runs.id"), nullable=False),
+    Column("key", String(KEY_LENGTH), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", Millis, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("is_nan", Boolean, nullable=False),
+    Index("ix_metrics_run_id_key_step", "run_id", "key", "step"),
+)
+
+# The newest point per (run, key): highest step, then latest timestamp. Search filters and
+# orders on this table, so a query over thousands of runs never scans whole series.
+latest_metrics = Table(
+    "latest_metrics",
+    metadata,
+    Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", Millis, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("is_nan", Boolean, nullable=False),
+    Index("ix_latest_metrics_key_value", "key", "value"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("digest", String(80), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Millis, nullable=False),
+)
