@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,14 +215,3 @@ class ArtifactStore:
             Path(path).unlink(missing_ok=True)
         elif self._fs.exists(path):
             self._fs.rm_file(path)
-
-    def clear_temporary(self) -> int:
-        """Remove leftover temporary files of writers that died mid-write; returns the count."""
-        if not self.is_local:
-            return 0
-        tmp_dir = Path(self._root, "tmp")
-        if not tmp_dir.is_dir():
-            return 0
-        count = sum(1 for _ in tmp_dir.iterdir())
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        return count

@@ -58,12 +58,12 @@ def _is_retryable(error: exc.DBAPIError) -> bool:
 class Database:
     """An engine plus the two ways Tidal uses it: read transactions and retried write ones."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> None:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
-            self.engine = self._sqlite_engine(parsed.database)
+            self.engine = self._sqlite_engine(parsed.database, busy_timeout)
         elif self.dialect == "postgresql":
             self.engine = self._postgres_engine(url)
         else:
@@ -76,14 +76,14 @@ class Database:
         return self.dialect == "sqlite"
 
     @staticmethod
-    def _sqlite_engine(database: str | None) -> Engine:
+    def _sqlite_engine(database: str | None, busy_timeout: float) -> Engine:
         if not database or database == ":memory:":
             raise ConfigError("an in-memory SQLite database cannot be shared between "
                               "connections; give a file path", field="db_url")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             f"sqlite:///{database}",
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout},
             pool_size=4,
             max_overflow=8,
         )
@@ -93,7 +93,7 @@ class Database:
             # The driver must not open transactions on its own: we emit BEGIN ourselves.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             cursor.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode survives any process crash; only an OS crash or power loss
             # can roll back the last transactions, never corrupt the file.

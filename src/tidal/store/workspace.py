@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 from tidal.config import Settings, resolve_settings
@@ -23,8 +22,6 @@ class Workspace:
 
     def __init__(self, settings: Settings, storage_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
-        if settings.db_url.startswith("sqlite") or "://" not in settings.artifacts:
-            Path(settings.home).mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_url)
         ensure_schema(self.db)
         self.artifacts = ArtifactStore(settings.artifacts, storage_options)

@@ -1,0 +1,74 @@
+"""Schema migrations: applied on open, matching the domain tables, refusing newer schemas."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from tidal.errors import SchemaVersionError
+from tidal.store.db import Database
+from tidal.store.migrate import HEAD_REVISION, MIGRATIONS_DIR, current_revision, ensure_schema
+from tidal.store.workspace import Workspace
+from tidal.tracking.schema import metadata as tracking_metadata
+
+DOMAIN_METADATA = [tracking_metadata]
+
+
+def test_head_revision_constant_matches_the_migration_scripts():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
+def test_migrated_schema_matches_the_domain_tables(workspace):
+    """The migrations create exactly the tables the code declares, on both backends."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import MetaData
+
+    combined = MetaData(naming_convention=tracking_metadata.naming_convention)
+    for metadata in DOMAIN_METADATA:
+        for table in metadata.tables.values():
+            table.to_metadata(combined)
+    with workspace.db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = [d for d in compare_metadata(context, combined)
+                if not (d[0] == "remove_table" and d[1].name == "alembic_version")]
+    assert diff == []
+
+
+def test_opening_twice_is_a_no_op(workspace):
+    with workspace.db.read() as conn:
+        assert current_revision(conn) == HEAD_REVISION
+    ensure_schema(workspace.db)
+    with workspace.db.read() as conn:
+        assert current_revision(conn) == HEAD_REVISION
+
+
+def test_a_schema_from_a_newer_tidal_is_refused(workspace, backend):
+    workspace.db.write(lambda conn: conn.execute(
+        text("UPDATE alembic_version SET version_num = '9999_future'")))
+    with pytest.raises(SchemaVersionError, match="revision '9999_future', written by a newer Tidal.*pip install -U"):
+        Workspace(workspace.settings)
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path):
+    """Several processes opening a brand-new workspace at once all succeed."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = ("import sys; from tidal.store.db import Database; from tidal.store.migrate import "
+            "ensure_schema; ensure_schema(Database(sys.argv[1])); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "ok", err
+    db = Database(url)
+    with db.read() as conn:
+        assert current_revision(conn) == HEAD_REVISION
+    db.close()
