@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # workspace
     "Workspace": "tidal.store.workspace",
-    "workspace": "tidal._workspace",
+    "workspace": "tidal.store.workspace",
     # tracking
     "ActiveRun": "tidal.tracking.run",
     "Run": "tidal.tracking.run",
@@ -40,9 +40,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from tidal._workspace import workspace
     from tidal.errors import TidalError
-    from tidal.store.workspace import Workspace
+    from tidal.store.workspace import Workspace, workspace
     from tidal.tracking.fluent import (
         active_run,
         end_run,
