@@ -1,0 +1,223 @@
+"""Rendering shared by the commands: consoles, JSON output, errors and value formatting.
+
+Rich is imported inside the functions, so that importing the command modules (which
+``tidal --help`` does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from datetime import date, datetime, timezone
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tidal.errors import TidalError
+
+#: Shown where a value is absent.
+MISSING = "—"
+
+_STATUS_STYLES = {"finished": "green", "running": "cyan", "failed": "red", "killed": "yellow"}
+
+
+# -- consoles and errors ----------------------------------------------------------------------
+
+def console() -> Console:
+    """A console on the current stdout (looked up when printing, so test runners can swap it)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def error_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def exit_code_for(error: TidalError) -> int:
+    """2 for what the user typed wrong (bad value, filter, setting), 1 for everything else."""
+    from tidal.errors import ConfigError, InvalidValueError
+
+    return 2 if isinstance(error, (InvalidValueError, ConfigError)) else 1
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` in red on stderr; the message is shown as written, never as markup."""
+    from rich.text import Text
+
+    text = Text("error: ", style="bold red")
+    text.append(message, style="red")
+    error_console().print(text)
+
+
+def fail(error: TidalError) -> typer.Exit:
+    """Print a Tidal error and return the exit to raise for it."""
+    print_error(error.message if hasattr(error, "message") else str(error))
+    return typer.Exit(exit_code_for(error))
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values: datetimes as ISO 8601, NaN and infinities as null, NumPy scalars as
+    numbers, dataclasses as objects, pandas' missing markers as null."""
+    if value is None or type(value) in (bool, int, str):
+        return value
+    if isinstance(value, bool):  # before int, of which it is a subclass
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):  # NumPy's float64 too, a float subclass orjson refuses
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    kind = type(value).__name__
+    if kind in ("NaTType", "NAType"):
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.repr}
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
+        return to_jsonable(value.item())
+    if isinstance(value, PurePath):
+        return str(value)
+    return str(value)
+
+
+def dumps(data: Any) -> str:
+    """Indented JSON text, through orjson when it is installed."""
+    payload = to_jsonable(data)
+    try:
+        import orjson
+    except ImportError:
+        import json
+
+        return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)
+    return orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode("utf-8")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+# -- values -----------------------------------------------------------------------------------
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, or one of pandas' missing markers."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return type(value).__name__ in ("NaTType", "NAType")
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A timezone-aware datetime from a datetime, a pandas Timestamp or epoch milliseconds."""
+    if is_missing(value):
+        return None
+    if hasattr(value, "to_pydatetime"):  # pandas Timestamp (its astimezone() needs a zone)
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    raise TypeError(f"not a time: {value!r}")
+
+
+def format_timestamp(value: Any) -> str:
+    """Local time to the second, e.g. ``2026-03-01 14:05:09``."""
+    moment = as_datetime(value)
+    if moment is None:
+        return MISSING
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0.42s``, ``12.3s``, ``4m 05s``, ``2h 03m``, ``3d 04h``."""
+    if is_missing(seconds):
+        return MISSING
+    assert seconds is not None
+    if seconds < 0:
+        return f"-{format_duration(-seconds)}"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
+
+
+def format_bytes(size: float | None) -> str:
+    """Binary units: ``512 B``, ``1.5 KiB``, ``23.4 MiB``."""
+    if is_missing(size):
+        return MISSING
+    assert size is not None
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_cost(usd: float | None) -> str:
+    """US dollars: cents for amounts of a cent and more, six decimals below."""
+    if is_missing(usd):
+        return MISSING
+    assert usd is not None
+    return f"${usd:,.2f}" if abs(usd) >= 0.01 else f"${usd:.6f}"
+
+
+def format_number(value: Any, digits: int = 6) -> str:
+    """A metric value: integers as integers, other numbers to ``digits`` significant digits."""
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_value(value: Any) -> str:
+    """Any cell: missing as a dash, numbers as metrics, the rest as text."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
+
+
+def status_text(status: Any) -> Any:
+    """A run status coloured by what it means."""
+    from rich.text import Text
+
+    text = MISSING if is_missing(status) else str(status)
+    return Text(text, style=_STATUS_STYLES.get(text, ""))
