@@ -99,6 +99,11 @@ class Database:
             # can roll back the last transactions, never corrupt the file.
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
+            # Reads through a memory map skip a syscall per page; sorts for ORDER BY stay in
+            # memory; the page cache grows to 64 MiB as needed (it is not allocated up front).
+            cursor.execute("PRAGMA mmap_size = 268435456")
+            cursor.execute("PRAGMA temp_store = MEMORY")
+            cursor.execute("PRAGMA cache_size = -65536")
             cursor.close()
 
         @event.listens_for(engine, "begin")

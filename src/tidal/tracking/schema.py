@@ -1,4 +1,9 @@
-"""Tables of experiment tracking. Migrations in tidal/store/migrations create them."""
+"""Tables of experiment tracking. Migrations in tidal/store/migrations create them.
+
+The key-value tables (params, tags, latest metrics, artifacts) are clustered on their primary
+key in SQLite (WITHOUT ROWID): a lookup by (run_id, key) is then one B-tree descent instead
+of two, which halves the cost of every filter term in a run search.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ experiments = Table(
     Column("id", Id, primary_key=True),
     Column("name", String(KEY_LENGTH), nullable=False, unique=True),
     Column("created_at", Millis, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 runs = Table(
@@ -59,6 +65,7 @@ params = Table(
     Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 tags = Table(
@@ -67,6 +74,7 @@ tags = Table(
     Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Every point of every series; append-only. NaN is stored as is_nan with value 0 because
@@ -96,6 +104,7 @@ latest_metrics = Table(
     Column("value", Float, nullable=False),
     Column("is_nan", Boolean, nullable=False),
     Index("ix_latest_metrics_key_value", "key", "value"),
+    sqlite_with_rowid=False,
 )
 
 artifacts = Table(
@@ -106,4 +115,5 @@ artifacts = Table(
     Column("digest", String(80), nullable=False, index=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", Millis, nullable=False),
+    sqlite_with_rowid=False,
 )

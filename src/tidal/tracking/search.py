@@ -17,17 +17,38 @@ are ``field [ASC|DESC]``; runs without the value sort last.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sqlalchemy import ColumnElement, and_, exists, not_, nullslast, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    not_,
+    null,
+    nullslast,
+    or_,
+    select,
+    true,
+    union_all,
+)
 
-from tidal.errors import FilterSyntaxError, InvalidValueError
+from tidal.errors import ExperimentNotFoundError, FilterSyntaxError, InvalidValueError
 from tidal.store.workspace import Workspace
 from tidal.tracking.schema import experiments, latest_metrics, params, runs, tags
-from tidal.tracking.store import experiment_ids
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -346,17 +367,29 @@ def compile_filter(expression: str) -> ColumnElement[bool]:
                                 field="filter")
     if not expression.strip():
         return true()
+    return _compile_filter(expression)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_filter(expression: str) -> ColumnElement[bool]:
+    # SQL expressions are immutable, so a dashboard repeating one search reuses the parse.
     return _Parser(expression).parse()
 
 
-def compile_order_by(items: Sequence[str]) -> list[Any]:
+def compile_order_by(items: Sequence[str] | str) -> list[Any]:
     if isinstance(items, str):
         items = [items]
-    clauses = []
     for item in items:
         if not isinstance(item, str):
             raise InvalidValueError(f"order_by items must be strings, got {item!r}",
                                     field="order_by")
+    return list(_compile_order_by(tuple(items)))
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_order_by(items: tuple[str, ...]) -> tuple[Any, ...]:
+    clauses = []
+    for item in items:
         field, descending = _Parser(item).order_item()
         if field.kind == "attribute":
             column: Any = _ATTRIBUTES[field.key]
@@ -372,67 +405,141 @@ def compile_order_by(items: Sequence[str]) -> list[Any]:
                       .where(table.c.run_id == runs.c.id, table.c.key == field.key)
                       .scalar_subquery())
         clauses.append(nullslast(column.desc() if descending else column.asc()))
-    return clauses
+    return tuple(clauses)
 
 
 _BASE_COLUMNS = ["run_id", "experiment", "name", "status", "parent_id", "start_time",
                  "end_time", "user", "git_commit", "cost"]
 
 
-def search_run_ids(ws: Workspace, experiment: str | Sequence[str] | None = None,
-                   filter: str | None = None, order_by: Sequence[str] | str | None = None,
-                   limit: int | None = 100) -> list[dict[str, Any]]:
-    """The matching runs' base columns, filtered, ordered and limited in SQL."""
+def _check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or not 1 <= limit <= MAX_LIMIT):
         raise InvalidValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, or None for "
                                 f"all runs; got {limit!r}", field="limit")
-    query = (select(runs.c.id.label("run_id"), experiments.c.name.label("experiment"),
-                    runs.c.name, runs.c.status, runs.c.parent_id, runs.c.start_time,
-                    runs.c.end_time, runs.c.user, runs.c.git_commit, runs.c.cost)
+
+
+def _check_experiments(conn: Connection, names: list[str]) -> None:
+    found = set(conn.execute(select(experiments.c.name)
+                             .where(experiments.c.name.in_(names))).scalars())
+    missing = [name for name in names if name not in found]
+    if missing:
+        known = conn.execute(select(experiments.c.name).order_by(experiments.c.name)
+                             .limit(20)).scalars().all()
+        raise ExperimentNotFoundError(
+            f"no experiment named {missing[0]!r}; known experiments: {known or 'none yet'}",
+            field="experiment")
+
+
+_NAT = -(2**63)  # NumPy's NaT as int64
+
+
+def _fetch_tuples(conn: Connection, query: Any) -> list[tuple[Any, ...]]:
+    """All rows as the driver's plain tuples: SQLAlchemy's Row objects cost about a
+    microsecond each, which a search returning thousands of detail rows cannot afford."""
+    result = conn.execute(query)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+@functools.lru_cache(maxsize=4)
+def _details_statement(dialect: str) -> Any:
+    """One statement for the params, tags and latest metrics of a list of runs, built once per
+    dialect with the run ids as a single parameter (a JSON array on SQLite, an array on
+    PostgreSQL) rather than one bound parameter per id, which SQLAlchemy would expand anew
+    on every call."""
+    if dialect == "sqlite":
+        ids = bindparam("ids", type_=Text)
+        id_list = select(literal_column("value")).select_from(func.json_each(ids))
+
+        def member(column: Any) -> Any:
+            return column.in_(id_list)
+    else:
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        ids = bindparam("ids", type_=ARRAY(Text))
+
+        def member(column: Any) -> Any:
+            return column == any_(ids)
+
+    text_null, number_null = cast(null(), Text), cast(null(), Float)
+    no = literal(False)
+    return union_all(
+        select(literal("params"), params.c.run_id, params.c.key, params.c.value,
+               number_null, no).where(member(params.c.run_id)),
+        select(literal("tags"), tags.c.run_id, tags.c.key, tags.c.value,
+               number_null, no).where(member(tags.c.run_id)),
+        select(literal("metrics"), latest_metrics.c.run_id, latest_metrics.c.key, text_null,
+               latest_metrics.c.value, latest_metrics.c.is_nan)
+        .where(member(latest_metrics.c.run_id)),
+    )
+
+
+def _fetch_details(conn: Connection, ids: list[str]) -> list[tuple[Any, ...]]:
+    statement = _details_statement(conn.dialect.name)
+    value: Any = json.dumps(ids) if conn.dialect.name == "sqlite" else ids
+    result = conn.execute(statement, {"ids": value})
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+def search_runs(ws: Workspace, experiment: str | Sequence[str] | None = None,
+                filter: str | None = None, order_by: Sequence[str] | str | None = None,
+                limit: int | None = 100) -> "pd.DataFrame":
+    """Matching runs as a DataFrame: one row per run, then params.*, metrics.*, tags.* columns.
+
+    Filtering, ordering and the limit happen in SQL; then one more query fetches the details
+    of just the runs returned, all in one read transaction.
+    """
+    import numpy as np
+    import pandas as pd
+
+    _check_limit(limit)
+    query = (select(runs.c.id, experiments.c.name, runs.c.name, runs.c.status,
+                    runs.c.parent_id, runs.c.start_time, runs.c.end_time, runs.c.user,
+                    runs.c.git_commit, runs.c.cost)
              .join(experiments, experiments.c.id == runs.c.experiment_id))
+    names = None
     if experiment is not None:
         names = [experiment] if isinstance(experiment, str) else list(experiment)
-        query = query.where(runs.c.experiment_id.in_(list(experiment_ids(ws, names).values())))
+        query = query.where(experiments.c.name.in_(names))
     if filter:
         query = query.where(compile_filter(filter))
     query = query.order_by(*compile_order_by(order_by or []), runs.c.start_time.desc(),
                            runs.c.id)
     if limit is not None:
         query = query.limit(limit)
+    details: list[Any] = []
     with ws.db.read() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def search_runs(ws: Workspace, experiment: str | Sequence[str] | None = None,
-                filter: str | None = None, order_by: Sequence[str] | str | None = None,
-                limit: int | None = 100) -> "pd.DataFrame":
-    """Matching runs as a DataFrame: one row per run, then params.*, metrics.*, tags.* columns."""
-    import pandas as pd
-
-    rows = search_run_ids(ws, experiment, filter, order_by, limit)
-    ids = [row["run_id"] for row in rows]
-    extra: dict[str, dict[str, dict[str, Any]]] = {"params": {}, "metrics": {}, "tags": {}}
-    with ws.db.read() as conn:
+        if names is not None:
+            _check_experiments(conn, names)
+        rows = _fetch_tuples(conn, query)
+        ids = [row[0] for row in rows]
         for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            for prefix, table in (("params", params), ("tags", tags)):
-                for run_id, key, value in conn.execute(
-                        select(table.c.run_id, table.c.key, table.c.value)
-                        .where(table.c.run_id.in_(chunk))):
-                    extra[prefix].setdefault(key, {})[run_id] = value
-            for run_id, key, value, is_nan in conn.execute(
-                    select(latest_metrics.c.run_id, latest_metrics.c.key,
-                           latest_metrics.c.value, latest_metrics.c.is_nan)
-                    .where(latest_metrics.c.run_id.in_(chunk))):
-                extra["metrics"].setdefault(key, {})[run_id] = float("nan") if is_nan else value
-    data: dict[str, Any] = {name: [row[name] for row in rows] for name in _BASE_COLUMNS}
+            details += _fetch_details(conn, ids[start:start + _CHUNK])
+
+    count = len(rows)
+    position = {run_id: i for i, run_id in enumerate(ids)}
+    data: dict[str, Any] = {}
+    for index, name in enumerate(_BASE_COLUMNS):
+        data[name] = np.array([row[index] for row in rows], dtype=object)
     for name in ("start_time", "end_time"):
-        data[name] = pd.to_datetime(pd.Series(data[name], dtype="float64"), unit="ms", utc=True)
-    for prefix in ("params", "metrics", "tags"):
-        for key in sorted(extra[prefix]):
-            values = extra[prefix][key]
-            column = [values.get(run_id) for run_id in ids]
-            data[f"{prefix}.{key}"] = (pd.Series(column, dtype="float64") if prefix == "metrics"
-                                       else column)
-    return pd.DataFrame(data)
+        millis = np.array([_NAT if v is None else v for v in data[name]], dtype="int64")
+        data[name] = pd.DatetimeIndex(millis.astype("datetime64[ms]")).tz_localize("UTC")
+    data["cost"] = np.array(data["cost"], dtype="float64")
+    columns: dict[str, dict[str, Any]] = {"params": {}, "metrics": {}, "tags": {}}
+    for kind, run_id, key, text, number, is_nan in details:
+        column = columns[kind].get(key)
+        if column is None:
+            column = columns[kind][key] = (np.full(count, np.nan) if kind == "metrics"
+                                           else np.full(count, None, dtype=object))
+        column[position[run_id]] = text if text is not None else (
+            np.nan if is_nan else number)
+    for kind in ("params", "metrics", "tags"):
+        for key in sorted(columns[kind]):
+            data[f"{kind}.{key}"] = columns[kind][key]
+    return pd.DataFrame(data, copy=False)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tidal.errors import ExperimentNotFoundError, ParamConflictError, RunNotFoundError, \
     RunStateError
@@ -32,7 +31,12 @@ class ExperimentInfo:
 
 
 def _upsert(conn: Connection, table: Any):  # type: ignore[no-untyped-def]
-    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+    """INSERT with ON CONFLICT for the connection's dialect (both share the same API)."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    return dialect_insert(table)
 
 
 # -- experiments ------------------------------------------------------------------------------

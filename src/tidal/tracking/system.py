@@ -83,7 +83,9 @@ class UsageMonitor:
         self._process = psutil.Process()
         self._cpu_start = _cpu_seconds(self._process)
         self._wall_start = time.monotonic()
-        self._peak_rss = _tree_rss(self._process)
+        # Own RSS only here and at stop: walking the process tree scans /proc (milliseconds
+        # on a busy host), which the background sampler can afford and run start/end cannot.
+        self._peak_rss = self._process.memory_info().rss
         self._gpu_busy_seconds = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +125,7 @@ class UsageMonitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self._peak_rss = max(self._peak_rss, _tree_rss(self._process))
+            self._peak_rss = max(self._peak_rss, self._process.memory_info().rss)
             cpu = _cpu_seconds(self._process) - self._cpu_start
         except psutil.Error:
             cpu = 0.0

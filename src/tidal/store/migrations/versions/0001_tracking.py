@@ -62,6 +62,7 @@ def upgrade() -> None:
             sa.Column("value", sa.Text(), nullable=False),
             sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=f"fk_{name}_run_id_runs"),
             sa.PrimaryKeyConstraint("run_id", "key", name=f"pk_{name}"),
+            sqlite_with_rowid=False,
         )
     op.create_table(
         "metrics",
@@ -86,6 +87,7 @@ def upgrade() -> None:
         sa.Column("is_nan", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_latest_metrics_run_id_runs"),
         sa.PrimaryKeyConstraint("run_id", "key", name="pk_latest_metrics"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_latest_metrics_key_value", "latest_metrics", ["key", "value"])
     op.create_table(
@@ -97,6 +99,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_artifacts_run_id_runs"),
         sa.PrimaryKeyConstraint("run_id", "path", name="pk_artifacts"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_artifacts_digest", "artifacts", ["digest"])
 

@@ -1,0 +1,390 @@
+"""Tracking benchmark: Tidal against MLflow, in one run on the same machine.
+
+    python benchmarks/tracking/run.py [--mlflow-python PATH] [--quick] [--write-results]
+
+Runs bench_tidal.py with this interpreter and bench_mlflow.py with the MLflow virtual
+environment's (--mlflow-python, else $TIDAL_BENCH_MLFLOW_PYTHON, else
+benchmarks/.venvs/mlflow/bin/python), one after the other, then prints each figure for both, the
+ratio and the target. Exit status: 0 when every target and check passes, 1 when one fails,
+2 when a benchmark could not run (the MLflow interpreter is missing, a script failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+DEFAULT_MLFLOW_PYTHON = REPO / "benchmarks" / ".venvs" / "mlflow" / "bin" / "python"
+BEGIN, END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
+
+sys.path.insert(0, str(HERE))
+import workload as w  # noqa: E402
+
+# Targets of the tracking issue.
+LOG_METRIC_RATIO = 300.0
+SEARCH_RATIO = 10.0
+IMPORT_LIMIT_S = 0.150
+IMPORT_RATIO = 10.0
+SEARCH_ROUNDS = 7
+SEARCH_ROUNDS_QUICK = 2
+
+CREATE_VENV = ("python3 -m venv benchmarks/.venvs/mlflow && "
+               "benchmarks/.venvs/mlflow/bin/pip install mlflow==3.17.2")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Tracking benchmark: Tidal against MLflow (SQLite backend).")
+    parser.add_argument("--mlflow-python", default=os.environ.get("TIDAL_BENCH_MLFLOW_PYTHON"),
+                        help="interpreter of a virtual environment with MLflow installed "
+                             "(default: $TIDAL_BENCH_MLFLOW_PYTHON, else "
+                             "benchmarks/.venvs/mlflow/bin/python)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes for a smoke run; the targets are for the full sizes, "
+                             "so they are shown but do not set the exit status")
+    parser.add_argument("--write-results", action="store_true",
+                        help="update the tracking section of benchmarks/RESULTS.md")
+    parser.add_argument("--json", metavar="PATH", help="also save both raw results as JSON")
+    parser.add_argument("--tmp-root", help="where both benchmarks make their temporary "
+                                           "directory (default: the system's temporary folder)")
+    args = parser.parse_args()
+    if args.write_results and args.quick:
+        parser.error("--write-results records full runs only; drop --quick")
+    return args
+
+
+def search_rounds(tidal: dict[str, Any], mlflow: dict[str, Any], mlflow_python: str,
+                  rounds: int) -> None:
+    """Time the search again in rounds that alternate between the two tools, each in a fresh
+    process over the store its full run left behind. On a shared machine whose speed drifts
+    over minutes, a ratio taken within each round, seconds apart, compares the tools rather
+    than the machine's moods; the target is judged on the median of those ratios."""
+    tidal_medians, mlflow_medians, ratios = [], [], []
+    for index in range(rounds):
+        print(f"Search round {index + 1} of {rounds}: Tidal, then MLflow...", file=sys.stderr)
+        t = run_bench(sys.executable, "bench_tidal.py",
+                      ["--search-in", tidal["root"], "--search-repeats", "5"])["b"]
+        m = run_bench(mlflow_python, "bench_mlflow.py",
+                      ["--search-in", mlflow["root"], "--search-repeats", "5"])["b"]
+        tidal_medians.append(t["search_median_s"])
+        mlflow_medians.append(m["search_median_s"])
+        ratios.append(m["search_median_s"] / t["search_median_s"])
+    for result, medians in ((tidal, tidal_medians), (mlflow, mlflow_medians)):
+        result["b"]["round_medians_s"] = medians
+        result["b"]["rounds_median_s"] = statistics.median(medians)
+    tidal["b"]["round_ratios"] = ratios
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_mlflow_python(path: str) -> None:
+    if not Path(path).is_file() or not os.access(path, os.X_OK):
+        fail(f"no MLflow interpreter at {path}.\nCreate the anchor environment from the "
+             f"repository root:\n\n    {CREATE_VENV}\n\nor point --mlflow-python (or "
+             f"TIDAL_BENCH_MLFLOW_PYTHON) at the python of an environment that has MLflow.")
+    probe = subprocess.run([path, "-c", "import importlib.util, sys; "
+                            "sys.exit(importlib.util.find_spec('mlflow') is None)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        fail(f"{path} cannot import mlflow.\nInstall it there, e.g.:\n\n    {CREATE_VENV}")
+
+
+def run_bench(python: str, script: str, options: list[str]) -> dict[str, Any]:
+    command = [python, str(HERE / script), *options]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    if done.returncode != 0:
+        fail(f"{script} exited with status {done.returncode}: {shlex.join(command)}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        fail(f"{script} printed no JSON result")
+    return json.loads(lines[-1])
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+def fmt_s(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def fmt_us(us: float) -> str:
+    return f"{us:,.1f} µs" if us < 1000 else f"{us / 1000:,.2f} ms"
+
+
+def fmt_ratio(ratio: float) -> str:
+    if math.isnan(ratio):
+        return "-"
+    if ratio < 1:
+        return f"{ratio:.2g}x"
+    return f"{ratio:,.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
+
+
+def ratio(mlflow: float, tidal: float) -> float:
+    return mlflow / tidal if tidal > 0 else math.inf
+
+
+class Table:
+    HEADER = ("Figure", "Tidal", "MLflow", "Ratio", "Target", "Result")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+        self.failed: list[str] = []
+
+    def add(self, figure: str, tidal: str, mlflow: str, ratio_value: float = math.nan,
+            target: str = "", passed: bool | None = None) -> None:
+        verdict = "" if passed is None else "PASS" if passed else "FAIL"
+        if passed is False:
+            self.failed.append(figure)
+        self.rows.append((figure, tidal, mlflow, fmt_ratio(ratio_value), target, verdict))
+
+    def render(self) -> str:
+        rows = [self.HEADER, *self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER))]
+        right = {1, 2, 3}
+
+        def line(row: tuple[str, ...]) -> str:
+            cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                     for i, cell in enumerate(row)]
+            return "  ".join(cells).rstrip()
+
+        rule = "  ".join("-" * width for width in widths)
+        return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
+def same_m1(got: list[float], expected: list[float]) -> bool:
+    return len(got) == len(expected) and all(
+        math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) for a, b in zip(got, expected))
+
+
+def build_table(tidal: dict[str, Any], mlflow: dict[str, Any], quick: bool) -> Table:
+    table = Table()
+    ta, ma = tidal["a"], mlflow["a"]
+    n = ta["calls"]
+    r = ratio(ma["us_per_call"], ta["us_per_call"])
+    table.add(f"(a) log_metric, per call ({n:,} calls)", fmt_us(ta["us_per_call"]),
+              fmt_us(ma["us_per_call"]), r, f">= {LOG_METRIC_RATIO:.0f}x",
+              r >= LOG_METRIC_RATIO)
+    table.add("(a) log_metric, calls per second", f"{ta['calls_per_s']:,.0f}",
+              f"{ma['calls_per_s']:,.0f}", ratio(ta["calls_per_s"], ma["calls_per_s"]))
+    table.add("(a) make durable (Tidal: flush)", fmt_s(ta["flush_s"]),
+              "0 (synchronous)")
+    table.add("(a) read history back, first read", fmt_s(ta["read_s"]), fmt_s(ma["read_s"]),
+              ratio(ma["read_s"], ta["read_s"]))
+    table.add("(a) read history back, second read", fmt_s(ta["read_again_s"]),
+              fmt_s(ma["read_again_s"]), ratio(ma["read_again_s"], ta["read_again_s"]))
+    table.add("(a) calls + make durable + first read", fmt_s(ta["total_s"]),
+              fmt_s(ma["total_s"]), ratio(ma["total_s"], ta["total_s"]))
+    table.add("(a) history read back complete", f"{ta['history_points']:,} points",
+              f"{ma['history_points']:,} points", target=f"{n:,} points",
+              passed=ta["history_points"] == n and ma["history_points"] == n)
+
+    tb, mb = tidal["b"], mlflow["b"]
+    runs = tb["runs"]
+    table.add(f"(b) create {runs:,} runs (10 params, 10 metrics)", fmt_s(tb["create_s"]),
+              fmt_s(mb["create_s"]), ratio(mb["create_s"], tb["create_s"]))
+    table.add("(b) create, per run", fmt_s(tb["create_s"] / runs), fmt_s(mb["create_s"] / runs),
+              ratio(mb["create_s"], tb["create_s"]))
+    table.add("(b) search, first call", fmt_s(tb["search_first_s"]),
+              fmt_s(mb["search_first_s"]), ratio(mb["search_first_s"], tb["search_first_s"]))
+    repeats = len(tb["search_all_s"]) - 1
+    table.add(f"(b) search, median of {repeats} after the first", fmt_s(tb["search_median_s"]),
+              fmt_s(mb["search_median_s"]), ratio(mb["search_median_s"], tb["search_median_s"]))
+    rounds = len(tb["round_ratios"])
+    r = statistics.median(tb["round_ratios"])
+    table.add(f"(b) search, {rounds} alternating rounds (median)",
+              fmt_s(tb["rounds_median_s"]), fmt_s(mb["rounds_median_s"]), r,
+              f">= {SEARCH_RATIO:.0f}x", r >= SEARCH_RATIO)
+    table.add("(b) search, ratio per round (min..max)", "", "",
+              target=f"{min(tb['round_ratios']):.1f}x .. {max(tb['round_ratios']):.1f}x")
+    expected = w.expected_search(runs)
+    table.add("(b) search rows (limit 100)", str(tb["rows"]), str(mb["rows"]),
+              target=f"{expected['rows']} of {expected['matches']} matches",
+              passed=tb["rows"] == mb["rows"] == expected["rows"])
+    tidal_order, mlflow_order = same_m1(tb["m1"], expected["m1"]), same_m1(mb["m1"],
+                                                                           expected["m1"])
+    table.add("(b) search order (m1 DESC) as expected", "yes" if tidal_order else "no",
+              "yes" if mlflow_order else "no", target="same m1 sequence",
+              passed=tidal_order and mlflow_order)
+
+    tc, mc = tidal["c"], mlflow["c"]
+    k = len(tc["all_s"])
+    table.add(f"(c) cold import, median of {k}", fmt_s(tc["median_s"]), fmt_s(mc["median_s"]),
+              target=f"Tidal < {IMPORT_LIMIT_S * 1e3:.0f} ms",
+              passed=tc["median_s"] < IMPORT_LIMIT_S)
+    r = ratio(mc["median_s"], tc["median_s"])
+    table.add("(c) cold import, MLflow / Tidal", "", "", r, f">= {IMPORT_RATIO:.0f}x",
+              r >= IMPORT_RATIO)
+    table.add(f"(c) cold import, min of {k}", fmt_s(tc["min_s"]), fmt_s(mc["min_s"]),
+              ratio(mc["min_s"], tc["min_s"]))
+    if "c_api" in tidal:
+        api = tidal["c_api"]
+        table.add("(c) import incl. tracking API (tidal.tracking.fluent)", fmt_s(api["median_s"]),
+                  fmt_s(mc["median_s"]), ratio(mc["median_s"], api["median_s"]))
+    table.add("(c) whole `python -c 'import ...'` process", fmt_s(tc["process_median_s"]),
+              fmt_s(mc["process_median_s"]),
+              ratio(mc["process_median_s"], tc["process_median_s"]))
+    if quick:
+        table.failed = [f for f in table.failed if f.startswith(("(a) history", "(b) search r",
+                                                                  "(b) search o"))]
+    return table
+
+
+def header(tidal: dict[str, Any], mlflow: dict[str, Any], quick: bool) -> str:
+    lines = [
+        f"Tidal {tidal['version']} (Python {tidal['python']}, {tidal['backend']})",
+        f"MLflow {mlflow['version']} (Python {mlflow['python']}, {mlflow['backend']}, "
+        f"its own virtual environment)",
+        "Ratio: how many times faster Tidal is (MLflow time / Tidal time).",
+    ]
+    if quick:
+        lines.append("QUICK RUN: reduced sizes; targets apply to the full workload only.")
+    return "\n".join(lines)
+
+
+# -- RESULTS.md ---------------------------------------------------------------------------------
+
+def machine() -> str:
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read()).group(1))
+            memory = f", {kib / 2**20:.0f} GiB memory"
+    except (OSError, AttributeError):
+        pass
+    return (f"{os.cpu_count()} cores, {model or platform.processor() or 'unknown CPU'}"
+            f"{memory}, {platform.system()} {platform.release()}")
+
+
+def command_line() -> str:
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_text = str(script.relative_to(REPO))
+    except ValueError:
+        script_text = str(script)
+    return shlex.join(["python", script_text, *sys.argv[1:]])
+
+
+def write_results(text: str) -> None:
+    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
+    if RESULTS.exists():
+        current = RESULTS.read_text(encoding="utf-8")
+    else:
+        current = ("# Benchmark results\n\nThe latest figures of each benchmark in this folder, "
+                   "written by its runner (see README.md). Do not edit a section by hand: run "
+                   "the benchmark again.\n\n")
+    if BEGIN in current and END in current:
+        before, rest = current.split(BEGIN, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        updated = before + section + ("\n" + after if after else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(updated, encoding="utf-8")
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def results_section(table: str, head: str, tidal: dict[str, Any], mlflow: dict[str, Any],
+                    loads: tuple[str, str]) -> str:
+    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    heaviest: Callable[[dict[str, Any]], str] = lambda c: ", ".join(  # noqa: E731
+        f"{name} {us / 1000:.0f} ms" for name, us in c["heaviest"][:5])
+    return "\n".join([
+        "## Tracking: Tidal against MLflow",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine()}",
+        f"- Command: `{command_line()}`",
+        f"- Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}",
+        f"- Tidal {tidal['version']}, Python {tidal['python']}; MLflow {mlflow['version']}, "
+        f"Python {mlflow['python']} (own virtual environment, SQLite backend)",
+        f"- Heaviest imports (-X importtime, cumulative): MLflow: {heaviest(mlflow['c'])}"
+        + (f"; Tidal's tracking API: {heaviest(tidal['c_api'])}" if "c_api" in tidal else ""),
+        "",
+        "```text",
+        head,
+        "",
+        table,
+        "```",
+        "",
+    ])
+
+
+def main() -> None:
+    args = parse_args()
+    mlflow_python = args.mlflow_python or str(DEFAULT_MLFLOW_PYTHON)
+    check_mlflow_python(mlflow_python)
+    options = ["--quick"] if args.quick else []
+    if args.tmp_root:
+        options += ["--tmp-root", args.tmp_root]
+
+    load_before = load_average()
+    print("Tracking benchmark: Tidal, then MLflow (one after the other)...", file=sys.stderr)
+    tidal = run_bench(sys.executable, "bench_tidal.py", [*options, "--keep"])
+    mlflow = run_bench(mlflow_python, "bench_mlflow.py", [*options, "--keep"])
+    try:
+        search_rounds(tidal, mlflow, mlflow_python, SEARCH_ROUNDS_QUICK if args.quick
+                      else SEARCH_ROUNDS)
+    finally:
+        for result in (tidal, mlflow):
+            shutil.rmtree(result["root"], ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tidal": tidal, "mlflow": mlflow}, indent=2),
+                                   encoding="utf-8")
+
+    table = build_table(tidal, mlflow, args.quick)
+    head = header(tidal, mlflow, args.quick)
+    rendered = table.render()
+    print()
+    print(head)
+    print()
+    print(rendered)
+    print()
+    if table.failed:
+        print("FAILED: " + "; ".join(table.failed))
+    else:
+        print("All targets and checks pass." if not args.quick
+              else "Checks pass (quick run: targets not enforced).")
+    if args.write_results:
+        write_results(results_section(rendered, head, tidal, mlflow,
+                                      (load_before, load_average())))
+        print(f"Updated {RESULTS.relative_to(REPO)}")
+    sys.exit(1 if table.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
