@@ -24,6 +24,20 @@ from tidal.store.schema import KEY_LENGTH, Id, Millis, RowId, new_metadata
 
 metadata = new_metadata()
 
+
+def _value_indexes(table: str) -> list[Index]:
+    """Indexes that let a search find the runs whose param or tag equals a value.
+
+    SQLite indexes (key, value). A PostgreSQL B-tree entry cannot exceed about 2.7 kB and a
+    value may be longer, so there a hash index on the value (equality only, any length) does
+    the same job.
+    """
+    return [
+        Index(f"ix_{table}_key_value", "key", "value").ddl_if(dialect="sqlite"),
+        Index(f"ix_{table}_value", "value", postgresql_using="hash")
+        .ddl_if(dialect="postgresql"),
+    ]
+
 experiments = Table(
     "experiments",
     metadata,
@@ -65,6 +79,7 @@ params = Table(
     Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
+    *_value_indexes("params"),
     sqlite_with_rowid=False,
 )
 
@@ -74,6 +89,7 @@ tags = Table(
     Column("run_id", Id, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
+    *_value_indexes("tags"),
     sqlite_with_rowid=False,
 )
 

@@ -33,7 +33,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    exists,
     func,
     literal,
     literal_column,
@@ -310,11 +309,20 @@ _OPS = {
 }
 
 
+def _runs_where(table: Any, key: str, *conditions: Any) -> ColumnElement[bool]:
+    """Runs with a row for ``key`` in a key-value table that meets the conditions.
+
+    An uncorrelated IN (semi-join) rather than a correlated EXISTS: the database can then
+    start from the (key, value) indexes instead of probing every run in turn.
+    """
+    return runs.c.id.in_(select(table.c.run_id).where(table.c.key == key, *conditions))
+
+
 def _present(field: Field) -> ColumnElement[bool]:
     if field.kind == "attribute":
         return _ATTRIBUTES[field.key].is_not(None)
     table = {"metric": latest_metrics, "param": params, "tag": tags}[field.kind]
-    return exists().where(table.c.run_id == runs.c.id, table.c.key == field.key)
+    return _runs_where(table, field.key)
 
 
 def _compare(parser: _Parser, field: Field, op: str, values: list[Token],
@@ -326,9 +334,7 @@ def _compare(parser: _Parser, field: Field, op: str, values: list[Token],
         column = latest_metrics.c.value
         numbers = [_number(parser, field, v) for v in values]
         test = column.in_(numbers) if op == "in" else _OPS[op](column, numbers[0])
-        return exists().where(latest_metrics.c.run_id == runs.c.id,
-                              latest_metrics.c.key == field.key,
-                              latest_metrics.c.is_nan.is_(False), test)
+        return _runs_where(latest_metrics, field.key, latest_metrics.c.is_nan.is_(False), test)
     if field.kind == "attribute" and field.key in _NUMERIC_ATTRIBUTES:
         if op in ("like", "ilike"):
             raise parser.error(f"{field.key} is a number; LIKE applies to text", op_token)
@@ -356,8 +362,7 @@ def _compare(parser: _Parser, field: Field, op: str, values: list[Token],
         test = _OPS[op](column, texts[0])
     if field.kind == "attribute":
         return test
-    table = params if field.kind == "param" else tags
-    return exists().where(table.c.run_id == runs.c.id, table.c.key == field.key, test)
+    return _runs_where(params if field.kind == "param" else tags, field.key, test)
 
 
 def compile_filter(expression: str) -> ColumnElement[bool]:

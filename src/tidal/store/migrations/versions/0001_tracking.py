@@ -64,6 +64,10 @@ def upgrade() -> None:
             sa.PrimaryKeyConstraint("run_id", "key", name=f"pk_{name}"),
             sqlite_with_rowid=False,
         )
+        if op.get_bind().dialect.name == "sqlite":
+            op.create_index(f"ix_{name}_key_value", name, ["key", "value"])
+        else:  # a B-tree entry is limited to ~2.7 kB; values may be longer
+            op.create_index(f"ix_{name}_value", name, ["value"], postgresql_using="hash")
     op.create_table(
         "metrics",
         sa.Column("id", ROW_ID, nullable=False, autoincrement=True),
