@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 from typer.testing import CliRunner
 
 from tidal.cli.main import app

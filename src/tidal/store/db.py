@@ -11,6 +11,7 @@ of runs or models.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import time
@@ -42,7 +43,16 @@ def _dispose_after_fork() -> None:
         engine.dispose(close=False)
 
 
+def _close_at_exit() -> None:
+    # Closing the pooled connections lets SQLite checkpoint its write-ahead log and remove
+    # the -wal and -shm files, so a workspace left behind is one tidy file. Registered before
+    # the metric writer's exit hook, so it runs after the last points are written.
+    for engine in list(_engines):
+        engine.dispose()
+
+
 os.register_at_fork(after_in_child=_dispose_after_fork)
+atexit.register(_close_at_exit)
 
 
 def _is_retryable(error: exc.DBAPIError) -> bool:
