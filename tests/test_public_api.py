@@ -19,6 +19,12 @@ def test_all_is_pinned():
     assert tidal.__all__ == EXPECTED
 
 
+def test_every_lazy_export_is_public_and_every_public_name_is_exported():
+    from tidal import _EXPORTS
+
+    assert sorted([*_EXPORTS, "__version__"]) == tidal.__all__
+
+
 def test_every_public_name_resolves():
     for name in tidal.__all__:
         assert getattr(tidal, name) is not None

@@ -22,9 +22,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -320,7 +321,7 @@ def load_average() -> str:
 
 def results_section(table: str, head: str, tidal: dict[str, Any], mlflow: dict[str, Any],
                     loads: tuple[str, str]) -> str:
-    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
     heaviest: Callable[[dict[str, Any]], str] = lambda c: ", ".join(  # noqa: E731
         f"{name} {us / 1000:.0f} ms" for name, us in c["heaviest"][:5])
     return "\n".join([

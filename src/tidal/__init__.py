@@ -37,7 +37,29 @@ _EXPORTS: dict[str, str] = {
     "TidalError": "tidal.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "ActiveRun",
+    "Run",
+    "TidalError",
+    "Workspace",
+    "__version__",
+    "active_run",
+    "end_run",
+    "flush",
+    "get_run",
+    "list_experiments",
+    "log_artifact",
+    "log_artifacts",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "search_runs",
+    "set_tag",
+    "set_tags",
+    "start_run",
+    "workspace",
+]
 
 if TYPE_CHECKING:
     from tidal.errors import TidalError

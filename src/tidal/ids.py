@@ -27,7 +27,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def hasher() -> "hashlib._Hash":
+def hasher() -> hashlib._Hash:
     return hashlib.blake2b(digest_size=32)
 
 

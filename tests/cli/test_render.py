@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ def test_format_number(value, text):
 
 
 def test_format_timestamp_accepts_every_time_form():
-    moment = datetime(2026, 3, 1, 14, 5, 9, tzinfo=timezone.utc)
+    moment = datetime(2026, 3, 1, 14, 5, 9, tzinfo=UTC)
     local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     assert render.format_timestamp(moment) == local
     assert render.format_timestamp(pd.Timestamp(moment)) == local

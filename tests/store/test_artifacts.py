@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tidal.errors import ArtifactCorruptedError, ArtifactNotFoundError, ConfigError, \
-    InvalidArtifactNameError, InvalidValueError
+from tidal.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    ConfigError,
+    InvalidArtifactNameError,
+    InvalidValueError,
+)
 from tidal.ids import digest_bytes
 from tidal.store.artifacts import ArtifactStore, clean_artifact_path
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 import tidal
-from tidal.errors import ArtifactCorruptedError, ArtifactNotFoundError, \
-    InvalidArtifactNameError, InvalidValueError
+from tidal.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    InvalidArtifactNameError,
+    InvalidValueError,
+)
 
 
 def test_files_and_folders_round_trip(workspace, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +88,7 @@ def to_jsonable(value: Any) -> Any:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
@@ -137,9 +137,9 @@ def as_datetime(value: Any) -> datetime | None:
     if hasattr(value, "to_pydatetime"):  # pandas Timestamp (its astimezone() needs a zone)
         value = value.to_pydatetime()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
     raise TypeError(f"not a time: {value!r}")
 
 

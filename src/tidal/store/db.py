@@ -16,9 +16,10 @@ import os
 import random
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, event, exc
 from sqlalchemy.engine import Engine, make_url
@@ -33,7 +34,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 WRITE_ATTEMPTS = 8
 _PG_RETRYABLE = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
-_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _dispose_after_fork() -> None:

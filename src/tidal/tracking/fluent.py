@@ -10,7 +10,8 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tidal.errors import InvalidValueError, NoActiveRunError
 from tidal.ids import new_id, now_ms
@@ -179,7 +180,7 @@ def search_runs(
     limit: int | None = 100,
     *,
     workspace: Workspace | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Runs matching ``filter`` (see tidal.tracking.search for the language), as a DataFrame."""
     from tidal.tracking.search import search_runs as _search
 

@@ -6,11 +6,12 @@ import json
 import os
 import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tidal.errors import ArtifactNotFoundError, InvalidValueError, RunStateError
 from tidal.ids import now_ms
@@ -36,7 +37,7 @@ _END_STATUSES = (FINISHED, FAILED, KILLED)
 
 
 def _datetime(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Run:
     workspace: Workspace = field(repr=False, compare=False)
 
     @classmethod
-    def load(cls, ws: Workspace, run_id: str) -> "Run":
+    def load(cls, ws: Workspace, run_id: str) -> Run:
         record = store.fetch_run(ws, run_id)
         names = {f for f in cls.__dataclass_fields__ if f != "workspace"}
         values = {k: v for k, v in record.items() if k in names}
@@ -91,7 +92,7 @@ class Run:
             return None
         return (self.end_time - self.start_time).total_seconds()
 
-    def metric_history(self, key: str) -> "pd.DataFrame":
+    def metric_history(self, key: str) -> pd.DataFrame:
         """Every point of one metric: a DataFrame of step, value and timestamp (UTC)."""
         import pandas as pd
 
@@ -308,7 +309,7 @@ class ActiveRun:
         if flush_error is not None:
             raise flush_error
 
-    def __enter__(self) -> "ActiveRun":
+    def __enter__(self) -> ActiveRun:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -20,9 +20,10 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -298,7 +299,7 @@ def _time_value(parser: _Parser, token: Token) -> int:
         raise parser.error("expected milliseconds since the epoch or an ISO date such as "
                            "'2026-11-01' or '2026-11-01T12:00:00'", token) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -494,7 +495,7 @@ def _fetch_details(conn: Connection, ids: list[str]) -> list[tuple[Any, ...]]:
 
 def search_runs(ws: Workspace, experiment: str | Sequence[str] | None = None,
                 filter: str | None = None, order_by: Sequence[str] | str | None = None,
-                limit: int | None = 100) -> "pd.DataFrame":
+                limit: int | None = 100) -> pd.DataFrame:
     """Matching runs as a DataFrame: one row per run, then params.*, metrics.*, tags.* columns.
 
     Filtering, ordering and the limit happen in SQL; then one more query fetches the details

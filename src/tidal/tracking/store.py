@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
-from tidal.errors import ExperimentNotFoundError, ParamConflictError, RunNotFoundError, \
-    RunStateError
+from tidal.errors import (
+    ExperimentNotFoundError,
+    ParamConflictError,
+    RunNotFoundError,
+    RunStateError,
+)
 from tidal.ids import new_id, now_ms
 from tidal.store.workspace import Workspace
-from tidal.tracking.schema import artifacts, experiments, latest_metrics, metrics, params, \
-    runs, tags
+from tidal.tracking.schema import (
+    artifacts,
+    experiments,
+    latest_metrics,
+    metrics,
+    params,
+    runs,
+    tags,
+)
 
 RUNNING, FINISHED, FAILED, KILLED = "running", "finished", "failed", "killed"
 STATUSES = (RUNNING, FINISHED, FAILED, KILLED)

@@ -23,7 +23,7 @@ from tidal.tracking.store import Point, write_points
 FLUSH_INTERVAL_S = 0.25
 MAX_BATCH = 20_000
 
-_writers: "weakref.WeakSet[MetricWriter]" = weakref.WeakSet()
+_writers: weakref.WeakSet[MetricWriter] = weakref.WeakSet()
 
 
 class MetricWriter:
