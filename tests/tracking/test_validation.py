@@ -44,6 +44,10 @@ def test_bad_keys_are_refused_at_start_run(workspace):
         tidal.start_run(experiment="e", params={"": 1})
     with pytest.raises(InvalidKeyError):
         tidal.start_run(experiment="e", tags={"x" * 300: 1})
+    with pytest.raises(InvalidValueError, match="params must be a mapping"):
+        tidal.start_run(experiment="e", params=[("lr", 0.1)])
+    with pytest.raises(InvalidValueError, match="tags must be a mapping"):
+        tidal.start_run(experiment="e", tags="team=recs")
     assert tidal.list_experiments() == []  # nothing was created by the refused calls
 
 

@@ -19,7 +19,7 @@ from tidal.store.workspace import Workspace, current_workspace
 from tidal.tracking import environment, store
 from tidal.tracking.run import ActiveRun, Run
 from tidal.tracking.store import RUNNING, ExperimentInfo
-from tidal.tracking.validation import check_key, check_param, check_tag
+from tidal.tracking.validation import check_key, check_params, check_tags
 from tidal.tracking.writer import flush_all
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def start_run(
     check_key(experiment, "experiment")
     run_id = new_id()
     name = run_id[:8] if name is None else check_key(name, "run name")
-    checked_params = dict(check_param(k, v) for k, v in (params or {}).items())
-    checked_tags = dict(check_tag(k, v) for k, v in (tags or {}).items())
+    checked_params = check_params({} if params is None else params)
+    checked_tags = check_tags({} if tags is None else tags)
     if system_metrics is None or system_metrics is True:
         interval = ws.settings.system_metrics_interval
     elif system_metrics is False:

@@ -23,9 +23,9 @@ from tidal.tracking.system import UsageMonitor
 from tidal.tracking.validation import (
     check_key,
     check_metric_value,
-    check_param,
+    check_params,
     check_step,
-    check_tag,
+    check_tags,
     check_timestamp,
 )
 from tidal.tracking.writer import writer_for
@@ -206,10 +206,7 @@ class ActiveRun:
     def log_params(self, values: Mapping[str, Any]) -> None:
         """Params are write-once: the same value again is a no-op, another value an error."""
         self._check_running()
-        if not isinstance(values, Mapping):
-            raise InvalidValueError(f"params must be a mapping, got {type(values).__name__}",
-                                    field="params")
-        checked = dict(check_param(k, v) for k, v in values.items())
+        checked = check_params(values)
         if checked:
             store.log_params(self.workspace, self.id, checked)
 
@@ -218,10 +215,7 @@ class ActiveRun:
 
     def set_tags(self, values: Mapping[str, Any]) -> None:
         """Tags can change while the run lives and after it ends (labels such as 'reviewed')."""
-        if not isinstance(values, Mapping):
-            raise InvalidValueError(f"tags must be a mapping, got {type(values).__name__}",
-                                    field="tags")
-        checked = dict(check_tag(k, v) for k, v in values.items())
+        checked = check_tags(values)
         if checked:
             store.set_tags(self.workspace, self.id, checked)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tidal.errors import InvalidKeyError, InvalidValueError
@@ -105,3 +106,21 @@ def check_param(key: Any, value: Any) -> tuple[str, str]:
 def check_tag(key: Any, value: Any) -> tuple[str, str]:
     key = check_key(key, "tag")
     return key, check_text_value(key, value, "tag", MAX_TAG_VALUE)
+
+
+def _check_mapping(values: Any, kind: str,
+                   check: Callable[[Any, Any], tuple[str, str]]) -> dict[str, str]:
+    if not isinstance(values, Mapping):
+        raise InvalidValueError(f"{kind} must be a mapping of key to value, got "
+                                f"{type(values).__name__}", field=kind)
+    return dict(check(key, value) for key, value in values.items())
+
+
+def check_params(values: Any) -> dict[str, str]:
+    """A mapping of params, each checked; anything but a mapping is refused."""
+    return _check_mapping(values, "params", check_param)
+
+
+def check_tags(values: Any) -> dict[str, str]:
+    """A mapping of tags, each checked; anything but a mapping is refused."""
+    return _check_mapping(values, "tags", check_tag)
