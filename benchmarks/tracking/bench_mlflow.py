@@ -88,18 +88,20 @@ def searcher(mlflow):  # type: ignore[no-untyped-def]
                                       max_results=w.SEARCH_LIMIT)
 
 
+def open_for_search(folder: str):  # type: ignore[no-untyped-def]
+    os.chdir(folder)
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
+    return searcher(mlflow)
+
+
 def main() -> None:
     args = w.parse_args(__doc__.splitlines()[0])
     real_stdout = sys.stdout
     if args.search_in:
-        with contextlib.redirect_stdout(sys.stderr):
-            os.chdir(args.search_in)
-            import mlflow
-
-            logging.getLogger("mlflow").setLevel(logging.WARNING)
-            mlflow.set_tracking_uri(f"sqlite:///{args.search_in}/mlflow.db")
-            result = {"tool": TOOL, "b": w.time_searches(searcher(mlflow), args.search_repeats)}
-        w.emit(result, real_stdout)
+        w.search_only(TOOL, args.search_in, open_for_search, args.search_repeats)
         return
     with contextlib.redirect_stdout(sys.stderr), \
             w.fresh_directory(TOOL, args.tmp_root, args.keep) as root:

@@ -88,16 +88,18 @@ def searcher(tidal):  # type: ignore[no-untyped-def]
                                      order_by=w.SEARCH_ORDER, limit=w.SEARCH_LIMIT)
 
 
+def open_for_search(folder: str):  # type: ignore[no-untyped-def]
+    import tidal
+
+    tidal.workspace(f"{folder}/workspace")
+    return searcher(tidal)
+
+
 def main() -> None:
     args = w.parse_args(__doc__.splitlines()[0])
     real_stdout = sys.stdout
     if args.search_in:
-        with contextlib.redirect_stdout(sys.stderr):
-            import tidal
-
-            tidal.workspace(f"{args.search_in}/workspace")
-            result = {"tool": TOOL, "b": w.time_searches(searcher(tidal), args.search_repeats)}
-        w.emit(result, real_stdout)
+        w.search_only(TOOL, args.search_in, open_for_search, args.search_repeats)
         return
     with contextlib.redirect_stdout(sys.stderr), \
             w.fresh_directory(TOOL, args.tmp_root, args.keep) as root:

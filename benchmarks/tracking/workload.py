@@ -121,6 +121,15 @@ def time_searches(search: Any, repeats: int) -> dict[str, Any]:
     }
 
 
+def search_only(tool: str, folder: str, open_store: Any, repeats: int) -> None:
+    """The ``--search-in`` mode: ``open_store(folder)`` opens the store a kept full run left
+    there and returns its search as a call without arguments; time it and print the result."""
+    real_stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        result = {"tool": tool, "b": time_searches(open_store(folder), repeats)}
+    emit(result, real_stdout)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
