@@ -8,7 +8,8 @@ import sys
 import tidal
 
 EXPECTED = [
-    "ActiveRun", "Run", "TidalError", "Workspace", "__version__", "active_run", "end_run",
+    "ActiveRun", "Run", "TidalError", "Workspace", "__version__", "active_run", "datasets",
+    "end_run",
     "flush", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
     "log_metrics", "log_param", "log_params", "search_runs", "set_tag", "set_tags",
     "start_run", "workspace",
@@ -20,9 +21,9 @@ def test_all_is_pinned():
 
 
 def test_every_lazy_export_is_public_and_every_public_name_is_exported():
-    from tidal import _EXPORTS
+    from tidal import _EXPORTS, _MODULES
 
-    assert sorted([*_EXPORTS, "__version__"]) == tidal.__all__
+    assert sorted([*_EXPORTS, *_MODULES, "__version__"]) == tidal.__all__
 
 
 def test_every_public_name_resolves():

@@ -37,6 +37,11 @@ _EXPORTS: dict[str, str] = {
     "TidalError": "tidal.errors",
 }
 
+#: Public names that are whole modules, e.g. ``tidal.datasets.register(...)``.
+_MODULES: dict[str, str] = {
+    "datasets": "tidal.data.api",
+}
+
 __all__ = [
     "ActiveRun",
     "Run",
@@ -44,6 +49,7 @@ __all__ = [
     "Workspace",
     "__version__",
     "active_run",
+    "datasets",
     "end_run",
     "flush",
     "get_run",
@@ -62,6 +68,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from tidal.data import api as datasets
     from tidal.errors import TidalError
     from tidal.store.workspace import Workspace, workspace
     from tidal.tracking.fluent import (
@@ -85,6 +92,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tidal' has no attribute {name!r}")

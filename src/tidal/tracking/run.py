@@ -267,6 +267,21 @@ class ActiveRun:
                                     field="data") from error
         return self.log_text(text, name)
 
+    # -- lineage ---------------------------------------------------------------------------
+
+    def log_input(self, dataset: Any) -> None:
+        """Record that this run read a dataset version (from ``tidal.datasets``)."""
+        from tidal.data.lineage import record_input
+
+        self._check_running()
+        record_input(self.workspace, self.id, dataset)
+
+    def inputs(self) -> list[str]:
+        """URIs of the dataset versions this run read."""
+        from tidal.data.lineage import inputs_of
+
+        return inputs_of(self.workspace, self.id)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property

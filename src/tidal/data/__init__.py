@@ -1,0 +1,1 @@
+"""Versioned datasets: content-addressed Parquet versions with schemas, profiles and lineage."""

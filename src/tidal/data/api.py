@@ -1,0 +1,17 @@
+"""``tidal.datasets``: register, get, list and compare dataset versions."""
+
+from __future__ import annotations
+
+from tidal.data.diff import DatasetDiff, diff
+from tidal.data.ingest import DataFormatError
+from tidal.data.versions import (
+    DatasetNotFoundError,
+    DatasetVersion,
+    get,
+    list_datasets,
+    list_versions,
+    register,
+)
+
+__all__ = ["DataFormatError", "DatasetDiff", "DatasetNotFoundError", "DatasetVersion", "diff",
+           "get", "list_datasets", "list_versions", "register"]
