@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -58,4 +59,17 @@ run_inputs = Table(
     Column("dataset_version_id", Id, ForeignKey("dataset_versions.id"), primary_key=True),
     Column("created_at", Millis, nullable=False),
     Index("ix_run_inputs_dataset_version_id", "dataset_version_id"),
+)
+
+# Every validation of a version, with its full report (JSON), so a version carries the proof
+# of what was checked and what failed.
+validation_reports = Table(
+    "validation_reports",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("dataset_version_id", Id, ForeignKey("dataset_versions.id"), nullable=False,
+           index=True),
+    Column("passed", Boolean, nullable=False),
+    Column("report", Text, nullable=False),
+    Column("created_at", Millis, nullable=False),
 )

@@ -150,6 +150,19 @@ class DatasetVersion:
 
         return (connection or duckdb.default_connection()).read_parquet(str(self.local_path()))
 
+    def validate(self, expectations: Any, *, raise_on_failure: bool = False) -> Any:
+        """Check expectations (``tidal.datasets.expect``) and store the report with this
+        version; see tidal.data.validation."""
+        from tidal.data.validation import validate
+
+        return validate(self, expectations, raise_on_failure=raise_on_failure)
+
+    def validation_reports(self) -> list[Any]:
+        """Every stored validation report of this version, oldest first."""
+        from tidal.data.validation import reports
+
+        return reports(self)
+
     def runs(self) -> list[str]:
         """Ids of the runs that read this version (``run.log_input``), oldest first."""
         with self.workspace.db.read() as conn:

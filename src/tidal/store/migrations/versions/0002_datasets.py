@@ -1,4 +1,4 @@
-"""Versioned datasets and run inputs.
+"""Versioned datasets, run inputs and validation reports.
 
 Revision ID: 0002
 Revises: 0001
@@ -55,8 +55,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", "dataset_version_id", name="pk_run_inputs"),
     )
     op.create_index("ix_run_inputs_dataset_version_id", "run_inputs", ["dataset_version_id"])
+    op.create_table(
+        "validation_reports",
+        sa.Column("id", sa.String(32), nullable=False),
+        sa.Column("dataset_version_id", sa.String(32), nullable=False),
+        sa.Column("passed", sa.Boolean(), nullable=False),
+        sa.Column("report", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["dataset_version_id"], ["dataset_versions.id"],
+                                name="fk_validation_reports_dataset_version_id_dataset_versions"),
+        sa.PrimaryKeyConstraint("id", name="pk_validation_reports"),
+    )
+    op.create_index("ix_validation_reports_dataset_version_id", "validation_reports",
+                    ["dataset_version_id"])
 
 
 def downgrade() -> None:
-    for name in ("run_inputs", "dataset_versions", "datasets"):
+    for name in ("validation_reports", "run_inputs", "dataset_versions", "datasets"):
         op.drop_table(name)
