@@ -2,12 +2,14 @@
 
 Two vectorised passes, never a row loop in Python: one aggregate query for every column (count,
 nulls, distinct estimate, min/max/mean/std and quantiles for numbers), then one query for the
-fixed-bin histograms of the numeric columns and one GROUP BY per categorical column for its top
-values. DuckDB streams the file, so profiling works out of core.
+fixed-bin histograms of the numeric columns, and the top values of the categorical columns
+(candidates from a sketch, then their exact counts). DuckDB streams the file under a memory
+limit, so profiling works out of core.
 """
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +17,7 @@ import pyarrow as pa
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 20
 TOP_K = 10
+MEMORY_LIMIT = "1GB"
 
 
 def _quote(name: str) -> str:
@@ -44,6 +47,9 @@ def profile_parquet(path: str, schema: pa.Schema) -> dict[str, Any]:
     conn = duckdb.connect()
     try:
         conn.execute("SET threads TO 2")
+        # Bounded memory whatever the size of the file: DuckDB spills to disk past this.
+        conn.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        conn.execute(f"SET temp_directory = '{tempfile.gettempdir()}/tidal-duckdb'")
         source = f"read_parquet('{path.replace(chr(39), chr(39) * 2)}')"
         parts = ["count(*)"]
         for field in schema:
@@ -92,14 +98,24 @@ def profile_parquet(path: str, schema: pa.Schema) -> dict[str, Any]:
                 bins = [int(v) for _, v in sorted((histogram or {}).items())][:HISTOGRAM_BINS]
                 columns[name]["histogram"] = {"edges": edges_of[name],
                                               "counts": bins + [0] * (HISTOGRAM_BINS - len(bins))}
-        for field in schema:
-            if _is_categorical(field.type):
-                q = _quote(field.name)
-                top = conn.execute(
-                    f"SELECT CAST({q} AS VARCHAR) AS v, count(*) AS n FROM {source} "
-                    f"WHERE {q} IS NOT NULL GROUP BY 1 ORDER BY n DESC, v LIMIT {TOP_K}"
-                ).fetchall()
-                columns[field.name]["top"] = [[value, int(n)] for value, n in top]
+        categorical = [f.name for f in schema if _is_categorical(f.type)]
+        if categorical:
+            # Candidates from a bounded-memory sketch in one pass, then exact counts of just
+            # those values: a GROUP BY over a column of millions of distinct strings would
+            # need a hash table as large as the column.
+            sketches = conn.execute("SELECT " + ", ".join(
+                f"approx_top_k(CAST({_quote(n)} AS VARCHAR), {TOP_K})" for n in categorical)
+                + f" FROM {source}").fetchall()[0]
+            for name, candidates in zip(categorical, sketches):
+                values = [v for v in (candidates or []) if v is not None]
+                top: list[list[Any]] = []
+                if values:
+                    q = f"CAST({_quote(name)} AS VARCHAR)"
+                    marks = ", ".join("?" for _ in values)
+                    top = [[v, int(n)] for v, n in conn.execute(
+                        f"SELECT {q} AS v, count(*) AS n FROM {source} WHERE {q} IN ({marks}) "
+                        f"GROUP BY 1 ORDER BY n DESC, v", values).fetchall()]
+                columns[name]["top"] = top
         return {"rows": rows, "columns": columns}
     finally:
         conn.close()
