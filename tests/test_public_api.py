@@ -45,3 +45,13 @@ def test_import_tidal_loads_no_heavy_dependency():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_datasets_is_importable_as_a_module_yet_loaded_lazily():
+    code = ("import sys, tidal; assert 'pandas' not in sys.modules and 'duckdb' not in "
+            "sys.modules; from tidal.datasets import expect, register; import tidal.datasets; "
+            "print(callable(register), expect.not_null('x').name, "
+            "tidal.datasets.register is register)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["True", "not_null", "True"]

@@ -91,11 +91,30 @@ if TYPE_CHECKING:
     from tidal.tracking.run import ActiveRun, Run
 
 
+def _register_lazy_modules() -> None:
+    """Make ``import tidal.datasets`` and ``from tidal.datasets import expect`` work without
+    loading anything yet: the module object is registered now and executed on first use."""
+    import importlib.util
+    import sys
+
+    for alias, target in _MODULES.items():
+        if alias in globals() or f"{__name__}.{alias}" in sys.modules:
+            continue
+        spec = importlib.util.find_spec(target)
+        if spec is None or spec.loader is None:  # pragma: no cover - a broken installation
+            continue
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[target] = module
+        spec.loader.exec_module(module)
+        sys.modules[f"{__name__}.{alias}"] = module
+        globals()[alias] = module
+
+
+_register_lazy_modules()
+
+
 def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        value = importlib.import_module(_MODULES[name])
-        globals()[name] = value
-        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tidal' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tidal.cli import demo, experiments, runs
+from tidal.cli import datasets, demo, experiments, runs
 from tidal.cli.context import ARTIFACTS_HELP, WORKSPACE_HELP, CliState
 from tidal.cli.render import fail
 from tidal.errors import TidalError
@@ -41,6 +41,7 @@ app = typer.Typer(
 )
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
+app.add_typer(datasets.app, name="datasets")
 app.command("demo")(demo.demo)
 
 
