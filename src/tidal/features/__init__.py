@@ -1,0 +1,1 @@
+"""Feature store: entities, feature views, point-in-time correct offline retrieval."""
