@@ -10,6 +10,7 @@ import tidal
 EXPECTED = [
     "ActiveRun", "Run", "TidalError", "Workspace", "__version__", "active_run", "datasets",
     "end_run",
+    "features",
     "flush", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
     "log_metrics", "log_param", "log_params", "search_runs", "set_tag", "set_tags",
     "start_run", "workspace",

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
 #: Public names that are whole modules, e.g. ``tidal.datasets.register(...)``.
 _MODULES: dict[str, str] = {
     "datasets": "tidal.data.api",
+    "features": "tidal.features",
 }
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "active_run",
     "datasets",
     "end_run",
+    "features",
     "flush",
     "get_run",
     "list_experiments",
@@ -68,6 +70,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    import tidal.features as features
     from tidal.data import api as datasets
     from tidal.errors import TidalError
     from tidal.store.workspace import Workspace, workspace
@@ -98,6 +101,8 @@ def _register_lazy_modules() -> None:
     import sys
 
     for alias, target in _MODULES.items():
+        if target == f"{__name__}.{alias}":  # a real subpackage imports as itself
+            continue
         if alias in globals() or f"{__name__}.{alias}" in sys.modules:
             continue
         spec = importlib.util.find_spec(target)
@@ -115,6 +120,10 @@ _register_lazy_modules()
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tidal' has no attribute {name!r}")

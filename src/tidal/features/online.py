@@ -1,0 +1,110 @@
+"""Online feature store: the latest value of every feature per entity, for serving.
+
+Embedded, it is a SQLite file beside the workspace with one table per feature view and one row
+per entity, keyed by the entity's join-key values: a read is one primary-key lookup. A write
+only replaces a row with a newer event timestamp, so replaying or overlapping materializations
+never moves a value back in time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tidal.features.definitions import FeatureView
+
+WATERMARKS = "tidal_materializations"
+
+
+def entity_key(values: Sequence[Any]) -> str:
+    """The canonical text of a tuple of join-key values (JSON, so 1 and "1" stay apart)."""
+    return json.dumps(list(values), separators=(",", ":"), default=str)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteOnlineStore:
+    """One SQLite file; a connection per thread; WAL so reads never wait for a writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {WATERMARKS} "
+                         "(view TEXT PRIMARY KEY, end_ts INTEGER NOT NULL)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @staticmethod
+    def _table(view: FeatureView) -> str:
+        return _q(f"fv_{view.name}")
+
+    def ensure_table(self, view: FeatureView) -> None:
+        columns = ", ".join(f"{_q(f.name)}" for f in view.features)
+        conn = self._conn()
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table(view)} (entity_key TEXT PRIMARY "
+                     f"KEY, event_ts INTEGER NOT NULL, {columns}) WITHOUT ROWID")
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({self._table(view)})")}
+        for feature in view.features:  # a view that gained a feature
+            if feature.name not in have:
+                conn.execute(f"ALTER TABLE {self._table(view)} ADD COLUMN {_q(feature.name)}")
+
+    def write(self, view: FeatureView, rows: Iterable[tuple[str, int, Sequence[Any]]]) -> int:
+        """Upsert (entity_key, event_ts in µs, values in feature order); newer rows win."""
+        names = [f.name for f in view.features]
+        placeholders = ", ".join("?" for _ in range(len(names) + 2))
+        updates = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in ["event_ts", *names])
+        statement = (f"INSERT INTO {self._table(view)} (entity_key, event_ts, "
+                     f"{', '.join(_q(n) for n in names)}) VALUES ({placeholders}) "
+                     f"ON CONFLICT (entity_key) DO UPDATE SET {updates} "
+                     f"WHERE excluded.event_ts >= {self._table(view)}.event_ts")
+        conn = self._conn()
+        count = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key, ts, values in rows:
+                conn.execute(statement, (key, ts, *values))
+                count += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return count
+
+    def read(self, view: FeatureView, names: Sequence[str],
+             keys: Sequence[str]) -> list[tuple[int, tuple[Any, ...]] | None]:
+        """(event_ts, values) per key, or None for an entity with no row."""
+        statement = (f"SELECT event_ts, {', '.join(_q(n) for n in names)} FROM "
+                     f"{self._table(view)} WHERE entity_key = ?")
+        conn = self._conn()
+        out: list[tuple[int, tuple[Any, ...]] | None] = []
+        for key in keys:
+            row = conn.execute(statement, (key,)).fetchone()
+            out.append(None if row is None else (row[0], row[1:]))
+        return out
+
+    def watermark(self, view: FeatureView) -> datetime | None:
+        row = self._conn().execute(f"SELECT end_ts FROM {WATERMARKS} WHERE view = ?",
+                                   (view.name,)).fetchone()
+        return None if row is None else datetime.fromtimestamp(row[0] / 1e6, tz=UTC)
+
+    def set_watermark(self, view: FeatureView, end: datetime) -> None:
+        self._conn().execute(
+            f"INSERT INTO {WATERMARKS} (view, end_ts) VALUES (?, ?) ON CONFLICT (view) "
+            "DO UPDATE SET end_ts = excluded.end_ts", (view.name, int(end.timestamp() * 1e6)))
