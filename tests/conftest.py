@@ -1,9 +1,9 @@
 """Fixtures for real backends: a SQLite file with local artifacts, and PostgreSQL with S3.
 
-PostgreSQL comes from TIDAL_TEST_POSTGRES_URL (scripts/test starts a server and sets it); each
-test gets a database of its own. S3 is moto's standalone server, started here on 127.0.0.1.
-Without PostgreSQL the postgres+s3 cases are skipped locally and fail under CI, so that a
-green CI run always means both backends were exercised.
+PostgreSQL and Redis come from TIDAL_TEST_POSTGRES_URL and TIDAL_TEST_REDIS_URL (scripts/test
+starts the servers and sets them); each test gets a database, or a key prefix, of its own. S3
+is moto's standalone server, started here on 127.0.0.1. Without a server its cases are skipped
+locally and fail under CI, so that a green CI run always means every backend was exercised.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     """Each test runs in its own folder with no TIDAL_* settings leaking in, and leaves no
     workspace open behind it."""
     for name in list(os.environ):
-        if name.startswith("TIDAL_") and name != "TIDAL_TEST_POSTGRES_URL":
+        if name.startswith("TIDAL_") and not name.startswith("TIDAL_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TIDAL_SYSTEM_METRICS_INTERVAL", "0")
     monkeypatch.chdir(tmp_path)
@@ -78,6 +78,17 @@ def postgres_server() -> str:
     url = os.environ.get("TIDAL_TEST_POSTGRES_URL")
     if not url:
         message = "TIDAL_TEST_POSTGRES_URL is not set; run the tests with scripts/test"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("TIDAL_TEST_REDIS_URL")
+    if not url:
+        message = "TIDAL_TEST_REDIS_URL is not set; run the tests with scripts/test"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

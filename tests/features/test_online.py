@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -20,8 +21,17 @@ def events(rows):
     return pd.DataFrame(rows, columns=["user_id", "event_timestamp", "clicks", "vip", "seen"])
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request) -> dict:
+    """Options of a FeatureStore for each online store; Redis keys get a prefix per test."""
+    if request.param == "sqlite":
+        return {}
+    return {"online": request.getfixturevalue("redis_url"),
+            "online_prefix": f"test-{uuid.uuid4().hex}:"}
+
+
 @pytest.fixture
-def store(workspace):
+def store(workspace, online):
     tidal.datasets.register("activity", events([
         (1, NOW - timedelta(hours=3), 1.0, False, NOW - timedelta(hours=3)),
         (1, NOW - timedelta(hours=2), 2.0, True, NOW - timedelta(hours=2)),
@@ -30,7 +40,7 @@ def store(workspace):
     view = FeatureView("activity", user, [Feature("clicks"), Feature("vip", "bool"),
                                           Feature("seen", "timestamp")], "activity",
                        ttl=timedelta(days=1))
-    return tidal.features.FeatureStore([view])
+    return tidal.features.FeatureStore([view], **online)
 
 
 def test_materialize_then_read_the_latest_values(store):
@@ -61,11 +71,11 @@ def test_materialization_is_incremental_and_never_moves_back_in_time(store):
     assert got["clicks"] == [2.0, 5.0, 9.0]
 
 
-def test_values_older_than_the_ttl_are_not_served(workspace):
+def test_values_older_than_the_ttl_are_not_served(workspace, online):
     tidal.datasets.register("old", pd.DataFrame({
         "user_id": [1], "event_timestamp": [NOW - timedelta(days=3)], "clicks": [4.0]}))
     view = FeatureView("old", user, [Feature("clicks")], "old", ttl=timedelta(days=1))
-    store = tidal.features.FeatureStore([view])
+    store = tidal.features.FeatureStore([view], **online)
     store.materialize(NOW)
     assert store.get_online_features([{"user_id": 1}], ["old:clicks"])["clicks"] == [None]
 

@@ -1,9 +1,10 @@
-"""Online feature store: the latest value of every feature per entity, for serving.
+"""Online feature stores: the latest value of every feature per entity, for serving.
 
 Embedded, it is a SQLite file beside the workspace with one table per feature view and one row
-per entity, keyed by the entity's join-key values: a read is one primary-key lookup. A write
-only replaces a row with a newer event timestamp, so replaying or overlapping materializations
-never moves a value back in time.
+per entity, keyed by the entity's join-key values: a read is one primary-key lookup. At scale
+it is Redis, with one hash per (view, entity). In both, a write only replaces a row with a
+newer event timestamp, so replaying or overlapping materializations never moves a value back
+in time.
 """
 
 from __future__ import annotations
@@ -108,3 +109,70 @@ class SqliteOnlineStore:
         self._conn().execute(
             f"INSERT INTO {WATERMARKS} (view, end_ts) VALUES (?, ?) ON CONFLICT (view) "
             "DO UPDATE SET end_ts = excluded.end_ts", (view.name, int(end.timestamp() * 1e6)))
+
+
+# Compare-and-set in one round trip: write the hash only if its stored event time is older.
+_REDIS_UPSERT = """
+local current = redis.call('HGET', KEYS[1], '__ts')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], '__ts', ARGV[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+class RedisOnlineStore:
+    """Hashes ``<prefix>fv:<view>:<entity key>`` holding ``__ts`` and one JSON value per
+    feature; ``prefix`` lets several workspaces share one Redis."""
+
+    def __init__(self, url: str, prefix: str = "tidal:") -> None:
+        try:
+            import redis
+        except ImportError as error:
+            from tidal.errors import missing_dependency
+
+            raise missing_dependency("redis", "redis", "a Redis online store") from error
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self._upsert = self.client.register_script(_REDIS_UPSERT)
+
+    def _key(self, view: FeatureView, key: str) -> str:
+        return f"{self.prefix}fv:{view.name}:{key}"
+
+    def ensure_table(self, view: FeatureView) -> None:
+        """Nothing to create: hashes appear as they are written."""
+
+    def write(self, view: FeatureView, rows: Iterable[tuple[str, int, Sequence[Any]]]) -> int:
+        names = [f.name for f in view.features]
+        count = 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, ts, values in rows:
+                fields = [item for name, value in zip(names, values)
+                          for item in (name, json.dumps(value, default=str))]
+                self._upsert(keys=[self._key(view, key)], args=[ts, *fields], client=pipe)
+                count += 1
+                if count % 1000 == 0:
+                    pipe.execute()
+            pipe.execute()
+        return count
+
+    def read(self, view: FeatureView, names: Sequence[str],
+             keys: Sequence[str]) -> list[tuple[int, tuple[Any, ...]] | None]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(self._key(view, key), ["__ts", *names])
+            replies = pipe.execute()
+        out: list[tuple[int, tuple[Any, ...]] | None] = []
+        for reply in replies:
+            if reply[0] is None:
+                out.append(None)
+            else:
+                out.append((int(reply[0]), tuple(None if v is None else json.loads(v)
+                                                 for v in reply[1:])))
+        return out
+
+    def watermark(self, view: FeatureView) -> datetime | None:
+        value = self.client.hget(f"{self.prefix}{WATERMARKS}", view.name)
+        return None if value is None else datetime.fromtimestamp(int(value) / 1e6, tz=UTC)
+
+    def set_watermark(self, view: FeatureView, end: datetime) -> None:
+        self.client.hset(f"{self.prefix}{WATERMARKS}", view.name, int(end.timestamp() * 1e6))

@@ -11,7 +11,7 @@ from typing import Any
 from tidal.errors import InvalidValueError
 from tidal.features.definitions import FeatureView
 from tidal.features.offline import OfflineStore, _q
-from tidal.features.online import SqliteOnlineStore, entity_key
+from tidal.features.online import RedisOnlineStore, SqliteOnlineStore, entity_key
 from tidal.store.workspace import Workspace, current_workspace
 
 _BATCH = 10_000
@@ -25,15 +25,20 @@ def _utc(moment: Any, what: str) -> datetime:
 
 
 class FeatureStore:
-    """Feature views with an offline store (their sources, joined by DuckDB) and an embedded
-    online store (``<workspace home>/online.db`` unless ``online_path`` says otherwise)."""
+    """Feature views with an offline store (their sources, joined by DuckDB) and an online
+    store: ``online`` is a SQLite file path (default ``<workspace home>/online.db``) or a
+    ``redis://`` URL (``pip install 'tidal-mlops[redis]'``)."""
 
     def __init__(self, views: Sequence[FeatureView], *, workspace: Workspace | None = None,
-                 online_path: str | Path | None = None) -> None:
+                 online: str | Path | None = None, online_prefix: str = "tidal:") -> None:
         self.offline = OfflineStore(views)
         self.views = self.offline.views
-        home = Path((workspace or current_workspace()).settings.home)
-        self.online = SqliteOnlineStore(online_path or home / "online.db")
+        if isinstance(online, str) and online.startswith(("redis://", "rediss://", "unix://")):
+            self.online: SqliteOnlineStore | RedisOnlineStore = RedisOnlineStore(
+                online, prefix=online_prefix)
+        else:
+            home = Path((workspace or current_workspace()).settings.home)
+            self.online = SqliteOnlineStore(online or home / "online.db")
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str],
                                 **options: Any) -> Any:
