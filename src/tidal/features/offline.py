@@ -151,7 +151,7 @@ class OfflineStore:
             query = (f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)} "
                      f"ORDER BY e.{ROW}")
             try:
-                result = conn.execute(query).to_arrow_table()
+                result = conn.sql(query).to_arrow_table()
             except duckdb.Error as error:
                 raise InvalidValueError(f"the feature join failed: {error}",
                                         field="features") from error

@@ -38,6 +38,7 @@ class SqliteOnlineStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._ensured: set[tuple[str, tuple[str, ...]]] = set()
         with self._conn() as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {WATERMARKS} "
                          "(view TEXT PRIMARY KEY, end_ts INTEGER NOT NULL)")
@@ -57,6 +58,10 @@ class SqliteOnlineStore:
         return _q(f"fv_{view.name}")
 
     def ensure_table(self, view: FeatureView) -> None:
+        # once per view and process: the read path must stay one primary-key lookup
+        signature = (view.name, tuple(f.name for f in view.features))
+        if signature in self._ensured:
+            return
         columns = ", ".join(f"{_q(f.name)}" for f in view.features)
         conn = self._conn()
         conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table(view)} (entity_key TEXT PRIMARY "
@@ -65,6 +70,7 @@ class SqliteOnlineStore:
         for feature in view.features:  # a view that gained a feature
             if feature.name not in have:
                 conn.execute(f"ALTER TABLE {self._table(view)} ADD COLUMN {_q(feature.name)}")
+        self._ensured.add(signature)
 
     def write(self, view: FeatureView, rows: Iterable[tuple[str, int, Sequence[Any]]]) -> int:
         """Upsert (entity_key, event_ts in µs, values in feature order); newer rows win."""

@@ -77,7 +77,7 @@ class FeatureStore:
                 window = f"__ts <= make_timestamptz({int(end.timestamp() * 1e6)})"
                 if begin is not None:
                     window += f" AND __ts > make_timestamptz({int(begin.timestamp() * 1e6)})"
-                reader = conn.execute(
+                reader = conn.sql(
                     f"SELECT {keys}, epoch_us(__ts), {values} FROM ({rows_sql}) WHERE {window} "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __ts DESC) = 1"
                 ).to_arrow_reader(_BATCH)
