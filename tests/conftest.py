@@ -73,26 +73,25 @@ def s3_server() -> Iterator[str]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    url = os.environ.get("TIDAL_TEST_POSTGRES_URL")
+def _service_url(variable: str) -> str:
+    """The URL of a server scripts/test started; skipped locally without one, failed in CI."""
+    url = os.environ.get(variable)
     if not url:
-        message = "TIDAL_TEST_POSTGRES_URL is not set; run the tests with scripts/test"
+        message = f"{variable} is not set; run the tests with scripts/test"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    return _service_url("TIDAL_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    url = os.environ.get("TIDAL_TEST_REDIS_URL")
-    if not url:
-        message = "TIDAL_TEST_REDIS_URL is not set; run the tests with scripts/test"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
+    return _service_url("TIDAL_TEST_REDIS_URL")
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,3 +105,21 @@ def populated(ws_dir: Path) -> Populated:
     tidal.flush()
     close_all()
     return Populated(ws_dir, alpha, beta, parent.id, children, failed)
+
+
+def strict_json(text: str):
+    """Parse JSON, refusing NaN and Infinity, which are not JSON."""
+    def refuse(name: str) -> None:
+        raise AssertionError(f"output holds {name}, which is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_clean_error(result, code: int, *fragments: str) -> None:
+    """A command failed as users should see it: one `error:` line on stderr, no traceback."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr

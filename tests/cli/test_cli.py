@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -13,26 +12,8 @@ from pathlib import Path
 import pytest
 
 import tidal
-from tests.cli.conftest import Invoke, Populated
+from tests.cli.conftest import Invoke, Populated, assert_clean_error, strict_json
 from tidal.cli.render import to_jsonable
-
-
-def _strict_json(text: str):
-    """Parse JSON, refusing NaN and Infinity, which are not JSON."""
-    def refuse(name: str) -> None:
-        raise AssertionError(f"output holds {name}, which is not valid JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def _assert_clean_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
-
 
 # -- the root and help ------------------------------------------------------------------------
 
@@ -80,16 +61,16 @@ def test_default_workspace_comes_from_tidal_home(cli: Invoke, populated: Populat
     monkeypatch.setenv("TIDAL_HOME", str(populated.path))
     result = cli("experiments", "list", "--json")
     assert result.exit_code == 0, result.output
-    assert {e["name"] for e in _strict_json(result.stdout)} == {"alpha", "beta", "gamma"}
+    assert {e["name"] for e in strict_json(result.stdout)} == {"alpha", "beta", "gamma"}
 
 
 def test_workspace_option_works_before_and_after_the_command(cli: Invoke, populated: Populated):
     before = cli("-w", str(populated.path), "runs", "list", "--json")
     after = cli("runs", "list", "--json", "-w", str(populated.path))
     assert before.exit_code == after.exit_code == 0
-    assert [r["id"] for r in _strict_json(before.stdout)] == \
-        [r["id"] for r in _strict_json(after.stdout)]
-    assert len(_strict_json(before.stdout)) == len(populated.all_ids)
+    assert [r["id"] for r in strict_json(before.stdout)] == \
+        [r["id"] for r in strict_json(after.stdout)]
+    assert len(strict_json(before.stdout)) == len(populated.all_ids)
 
 
 # -- experiments ------------------------------------------------------------------------------
@@ -97,7 +78,7 @@ def test_workspace_option_works_before_and_after_the_command(cli: Invoke, popula
 def test_experiments_list_json(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "experiments", "list", "--json")
     assert result.exit_code == 0, result.output
-    found = {e["name"]: e for e in _strict_json(result.stdout)}
+    found = {e["name"]: e for e in strict_json(result.stdout)}
     assert set(found) == {"alpha", "beta", "gamma"}
     assert [found[n]["run_count"] for n in ("alpha", "beta", "gamma")] == [3, 1, 4]
     for experiment in found.values():
@@ -128,7 +109,7 @@ def test_experiments_list_on_an_empty_workspace(cli: Invoke, ws_dir: Path):
 def _list(cli: Invoke, populated: Populated, *args: str) -> list[dict]:
     result = cli("-w", str(populated.path), "runs", "list", "--json", *args)
     assert result.exit_code == 0, result.output
-    return _strict_json(result.stdout)
+    return strict_json(result.stdout)
 
 
 def test_runs_list_json_fields(cli: Invoke, populated: Populated):
@@ -225,7 +206,7 @@ def test_runs_show_json_round_trips(cli: Invoke, populated: Populated):
     run_id = populated.alpha[0]
     result = cli("-w", str(populated.path), "runs", "show", run_id, "--json")
     assert result.exit_code == 0, result.output
-    shown = _strict_json(result.stdout)
+    shown = strict_json(result.stdout)
     stored = tidal.get_run(run_id, workspace=tidal.workspace(populated.path))
     expected = to_jsonable(stored.to_dict())
     for key, value in expected.items():
@@ -240,7 +221,7 @@ def test_runs_show_json_round_trips(cli: Invoke, populated: Populated):
 
 def test_runs_show_nan_metric_is_null_in_json(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "show", populated.beta, "--json")
-    shown = _strict_json(result.stdout)
+    shown = strict_json(result.stdout)
     assert shown["metrics"] == {"acc": 0.7, "rmse": None}
     table = cli("-w", str(populated.path), "runs", "show", populated.beta).stdout
     assert "nan" in table
@@ -253,7 +234,7 @@ def test_runs_show_parent_lists_children(cli: Invoke, populated: Populated):
     for child, name in zip(populated.children, ("depth-3", "depth-6"), strict=True):
         row = next(line for line in result.stdout.splitlines() if child in line)
         assert name in row and "finished" in row
-    shown = _strict_json(cli("-w", str(populated.path), "runs", "show", populated.parent,
+    shown = strict_json(cli("-w", str(populated.path), "runs", "show", populated.parent,
                              "--json").stdout)
     assert shown["children"] == populated.children
 
@@ -271,7 +252,7 @@ def test_runs_compare_json(cli: Invoke, populated: Populated):
     ids = populated.alpha
     result = cli("-w", str(populated.path), "runs", "compare", *ids, "--json")
     assert result.exit_code == 0, result.output
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert [r["id"] for r in data["runs"]] == ids
     assert [r["name"] for r in data["runs"]] == ["alpha-0", "alpha-1", "alpha-2"]
     params = {p["key"]: p for p in data["params"]}
@@ -284,7 +265,7 @@ def test_runs_compare_json(cli: Invoke, populated: Populated):
 
 
 def test_runs_compare_marks_missing_values_and_equal_params(cli: Invoke, populated: Populated):
-    data = _strict_json(cli("-w", str(populated.path), "runs", "compare", populated.alpha[0],
+    data = strict_json(cli("-w", str(populated.path), "runs", "compare", populated.alpha[0],
                             populated.beta, "--json").stdout)
     params = {p["key"]: p for p in data["params"]}
     assert params["lr"]["values"] == {populated.alpha[0]: "0.1", populated.beta: None}
@@ -292,7 +273,7 @@ def test_runs_compare_marks_missing_values_and_equal_params(cli: Invoke, populat
     metrics = {m["key"]: m for m in data["metrics"]}
     assert metrics["rmse"]["values"][populated.beta] is None  # NaN
     assert metrics["rmse"]["best"] == []  # nothing to choose between
-    same = _strict_json(cli("-w", str(populated.path), "runs", "compare",
+    same = strict_json(cli("-w", str(populated.path), "runs", "compare",
                             *populated.children, "--json").stdout)
     assert {p["key"]: p["differs"] for p in same["params"]} == {"depth": True}
 
@@ -327,17 +308,17 @@ def test_runs_compare_needs_two_distinct_runs(cli: Invoke, populated: Populated)
 
 def test_runs_compare_unknown_run(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "compare", populated.alpha[0], "f" * 32)
-    _assert_clean_error(result, 1, f"no run with id '{'f' * 32}'")
+    assert_clean_error(result, 1, f"no run with id '{'f' * 32}'")
 
 
 # -- bad input --------------------------------------------------------------------------------
 
 def test_unknown_run_id(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "show", "0123456789abcdef")
-    _assert_clean_error(result, 1, "no run with id '0123456789abcdef'")
+    assert_clean_error(result, 1, "no run with id '0123456789abcdef'")
     assert result.stderr.count("\n") == 1  # one line
     result = cli("-w", str(populated.path), "runs", "show", "0123456789abcdef", "--json")
-    _assert_clean_error(result, 1, "no run with id")
+    assert_clean_error(result, 1, "no run with id")
 
 
 @pytest.mark.parametrize("expression, bad_token", [
@@ -349,7 +330,7 @@ def test_unknown_run_id(cli: Invoke, populated: Populated):
 def test_malformed_filter_points_at_the_bad_token(cli: Invoke, populated: Populated,
                                                   expression: str, bad_token: str):
     result = cli("-w", str(populated.path), "runs", "list", "-f", expression)
-    _assert_clean_error(result, 2)
+    assert_clean_error(result, 2)
     lines = result.stderr.splitlines()
     assert len(lines) == 3
     assert lines[1].strip() == expression
@@ -360,12 +341,12 @@ def test_malformed_filter_points_at_the_bad_token(cli: Invoke, populated: Popula
 
 def test_malformed_order_by(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "list", "-o", "metrics.acc sideways")
-    _assert_clean_error(result, 2, "expected ASC, DESC")
+    assert_clean_error(result, 2, "expected ASC, DESC")
 
 
 def test_unknown_experiment(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "list", "-e", "nope")
-    _assert_clean_error(result, 1, "no experiment named 'nope'", "alpha")
+    assert_clean_error(result, 1, "no experiment named 'nope'", "alpha")
 
 
 @pytest.mark.parametrize("limit", ["-1", "0", "ten"])
@@ -378,13 +359,13 @@ def test_bad_limit_is_a_usage_error(cli: Invoke, populated: Populated, limit: st
 
 def test_limit_beyond_what_the_store_allows(cli: Invoke, populated: Populated):
     result = cli("-w", str(populated.path), "runs", "list", "-n", str(10**9))
-    _assert_clean_error(result, 2, "limit must be an integer")
+    assert_clean_error(result, 2, "limit must be an integer")
 
 
 def test_bad_setting_in_tidal_toml(cli: Invoke, tmp_path: Path):
     (tmp_path / "tidal.toml").write_text("colour = 'blue'\n")
     result = cli("experiments", "list")
-    _assert_clean_error(result, 2, "unknown setting", "colour")
+    assert_clean_error(result, 2, "unknown setting", "colour")
 
 
 def test_unknown_command_is_a_usage_error(cli: Invoke):
@@ -407,5 +388,5 @@ def test_entry_point_runs_as_a_script(populated: Populated):
                            "runs", "list", "-e", "alpha", "--json"], capture_output=True,
                           text=True, env=env, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert sorted(r["id"] for r in _strict_json(done.stdout)) == sorted(populated.alpha)
-    assert not math.isnan(_strict_json(done.stdout)[0]["metrics"]["acc"])
+    assert sorted(r["id"] for r in strict_json(done.stdout)) == sorted(populated.alpha)
+    assert not math.isnan(strict_json(done.stdout)[0]["metrics"]["acc"])

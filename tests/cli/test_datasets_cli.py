@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,27 +11,10 @@ import pandas as pd
 import pytest
 
 import tidal
-from tests.cli.conftest import Invoke
+from tests.cli.conftest import Invoke, assert_clean_error, strict_json
 from tidal.cli.datasets import parse_ref
 from tidal.errors import InvalidValueError
 from tidal.store.workspace import close_all
-
-
-def _strict_json(text: str):
-    """Parse JSON, refusing NaN and Infinity, which are not JSON."""
-    def refuse(name: str) -> None:
-        raise AssertionError(f"output holds {name}, which is not valid JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def _assert_clean_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: ")
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
 
 
 @dataclass(frozen=True)
@@ -161,7 +143,7 @@ def test_help_starts_without_pandas_sqlalchemy_or_pyarrow(tmp_path: Path):
 def test_list_json(cli: Invoke, sales: Registered):
     result = cli("datasets", "list", "--json", *sales.w)
     assert result.exit_code == 0, result.output
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert [d["name"] for d in data] == ["copy", "sales"]
     latest = data[1]
     assert latest["version"] == 2
@@ -190,7 +172,7 @@ def test_list_on_an_empty_workspace(cli: Invoke, ws_dir: Path):
     assert result.exit_code == 0
     assert "No datasets yet" in result.stdout
     result = cli("-w", str(ws_dir), "datasets", "list", "--json")
-    assert _strict_json(result.stdout) == []
+    assert strict_json(result.stdout) == []
 
 
 # -- show -------------------------------------------------------------------------------------
@@ -228,7 +210,7 @@ def test_show_a_given_version(cli: Invoke, sales: Registered):
 def test_show_json(cli: Invoke, sales: Registered):
     result = cli("datasets", "show", "sales", "--json", *sales.w)
     assert result.exit_code == 0, result.output
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert data["uri"] == "datasets:/sales/2"
     assert data["version"] == 2
     assert data["num_rows"] == 5
@@ -244,7 +226,7 @@ def test_show_json(cli: Invoke, sales: Registered):
     assert data["runs"] == [sales.run_id]
     assert data["validation"] == {"reports": 0, "last_passed": None}
 
-    first = _strict_json(cli("datasets", "show", "sales/1", "--json", *sales.w).stdout)
+    first = strict_json(cli("datasets", "show", "sales/1", "--json", *sales.w).stdout)
     assert first["version"] == 1
     assert first["num_rows"] == 4
     assert first["profile"]["columns"]["amount"]["nulls"] == 1
@@ -256,7 +238,7 @@ def test_show_json(cli: Invoke, sales: Registered):
 def test_diff_json(cli: Invoke, sales: Registered):
     result = cli("datasets", "diff", "sales/1", "datasets:/sales/2", "--json", *sales.w)
     assert result.exit_code == 0, result.output
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert data["a"] == "datasets:/sales/1"
     assert data["b"] == "datasets:/sales/2"
     assert data["added_columns"] == {"channel": "string"}
@@ -291,7 +273,7 @@ def test_diff_without_differences(cli: Invoke, sales: Registered):
         result = cli("datasets", "diff", *refs, *sales.w)
         assert result.exit_code == 0, result.output
         assert "no differences" in result.stdout
-        data = _strict_json(cli("datasets", "diff", *refs, "--json", *sales.w).stdout)
+        data = strict_json(cli("datasets", "diff", *refs, "--json", *sales.w).stdout)
         assert data["same_content"] is True
         assert data["statistics"] == {} and data["added_columns"] == {}
 
@@ -327,7 +309,7 @@ def test_validate_fail_option_and_json(cli: Invoke, sales: Registered, failing_f
     result = cli("datasets", "validate", "sales", "-e", str(failing_file), "--fail", "--json",
                  *sales.w)
     assert result.exit_code == 1
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert data["dataset"] == "datasets:/sales/2"
     assert data["passed"] is False
     by_name = {r["expectation"]: r for r in data["results"]}
@@ -339,10 +321,10 @@ def test_validate_fail_option_and_json(cli: Invoke, sales: Registered, failing_f
     passing = cli("datasets", "validate", "sales", "-e", str(passing_file), "--fail", "--json",
                   *sales.w)
     assert passing.exit_code == 0
-    assert _strict_json(passing.stdout)["passed"] is True
+    assert strict_json(passing.stdout)["passed"] is True
     reports = _version(sales, 2).validation_reports()
     assert [r.passed for r in reports] == [False, True]
-    shown = _strict_json(cli("datasets", "show", "sales", "--json", *sales.w).stdout)
+    shown = strict_json(cli("datasets", "show", "sales", "--json", *sales.w).stdout)
     assert shown["validation"] == {"reports": 2, "last_passed": True}
 
 
@@ -353,7 +335,7 @@ def test_validate_an_older_version(cli: Invoke, sales: Registered, tmp_path: Pat
     result = cli("datasets", "validate", "datasets:/sales/1", "-e", str(path), "--json",
                  *sales.w)
     assert result.exit_code == 0
-    data = _strict_json(result.stdout)
+    data = strict_json(result.stdout)
     assert data["dataset"] == "datasets:/sales/1"
     assert data["results"][0]["failing_count"] == 1
     assert len(_version(sales, 1).validation_reports()) == 1
@@ -366,47 +348,47 @@ def test_unknown_dataset(cli: Invoke, sales: Registered, passing_file: Path):
     for args in (("show", "nosuch"), ("show", "nosuch/2"), ("diff", "sales/1", "nosuch/1"),
                  ("validate", "nosuch", "-e", str(passing_file))):
         result = cli("datasets", *args, *sales.w)
-        _assert_clean_error(result, 1, "'nosuch'")
+        assert_clean_error(result, 1, "'nosuch'")
         assert result.stderr.count("\n") == 1  # one line
 
 
 def test_unknown_version(cli: Invoke, sales: Registered):
-    _assert_clean_error(cli("datasets", "show", "sales/9", *sales.w), 1, "'sales' version 9")
+    assert_clean_error(cli("datasets", "show", "sales/9", *sales.w), 1, "'sales' version 9")
 
 
 @pytest.mark.parametrize("ref", ["a/b/c", "sales/x", "sales/0", "/2"])
 def test_malformed_references(cli: Invoke, sales: Registered, ref: str, passing_file: Path):
-    _assert_clean_error(cli("datasets", "show", ref, *sales.w), 2, repr(ref))
-    _assert_clean_error(cli("datasets", "diff", "sales/1", ref, *sales.w), 2, repr(ref))
-    _assert_clean_error(cli("datasets", "validate", ref, "-e", str(passing_file), *sales.w),
+    assert_clean_error(cli("datasets", "show", ref, *sales.w), 2, repr(ref))
+    assert_clean_error(cli("datasets", "diff", "sales/1", ref, *sales.w), 2, repr(ref))
+    assert_clean_error(cli("datasets", "validate", ref, "-e", str(passing_file), *sales.w),
                         2, repr(ref))
 
 
 def test_invalid_dataset_name(cli: Invoke, sales: Registered):
-    _assert_clean_error(cli("datasets", "show", "bad name", *sales.w), 2, "'bad name'")
+    assert_clean_error(cli("datasets", "show", "bad name", *sales.w), 2, "'bad name'")
 
 
 def test_missing_expectations_file(cli: Invoke, sales: Registered, tmp_path: Path):
     missing = tmp_path / "nope.py"
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(missing), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(missing), *sales.w),
                         2, "nope.py", "does not exist")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(tmp_path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(tmp_path), *sales.w),
                         2, "not a file")
 
 
 def test_expectations_file_without_the_list(cli: Invoke, sales: Registered, tmp_path: Path):
     path = tmp_path / "empty.py"
     path.write_text("rules = []\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "empty.py", "no module-level list named 'expectations'")
     path.write_text("import tidal\nexpectations = tidal.datasets.expect.not_null('id')\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "must be a list", "Expectation")
     path.write_text("expectations = ['not_null(id)']\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "tidal.datasets.expect")
     path.write_text("expectations = []\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "at least one expectation")
     assert _version(sales, 2).validation_reports() == []
 
@@ -414,20 +396,20 @@ def test_expectations_file_without_the_list(cli: Invoke, sales: Registered, tmp_
 def test_expectations_file_that_fails_to_run(cli: Invoke, sales: Registered, tmp_path: Path):
     path = tmp_path / "broken.py"
     path.write_text("import tidal\n\nexpectations = [1 / 0]\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "ZeroDivisionError (line 3)")
     path.write_text("expectations = [\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "does not parse")
     path.write_text("import tidal\nexpectations = [tidal.datasets.expect.between('amount')]\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "between needs min, max or both")
 
 
 def test_expectation_on_a_missing_column(cli: Invoke, sales: Registered, tmp_path: Path):
     path = tmp_path / "column.py"
     path.write_text("import tidal\nexpectations = [tidal.datasets.expect.not_null('zzz')]\n")
-    _assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
+    assert_clean_error(cli("datasets", "validate", "sales", "-e", str(path), *sales.w),
                         2, "'zzz'")
 
 
@@ -439,4 +421,4 @@ def test_expectations_file_can_import_its_neighbours(cli: Invoke, sales: Registe
     path.write_text("from shared_rules import RULES\nexpectations = RULES\n")
     result = cli("datasets", "validate", "sales", "-e", str(path), "--json", *sales.w)
     assert result.exit_code == 0, result.output
-    assert _strict_json(result.stdout)["passed"] is True
+    assert strict_json(result.stdout)["passed"] is True

@@ -282,15 +282,27 @@ def get(name: str, version: int | str | None = None, *, as_of: datetime | None =
     return _load(ws, condition, what)
 
 
+def _load_all(ws: Workspace, condition: Any) -> list[DatasetVersion]:
+    query = (select(dataset_versions, datasets.c.name.label("dataset_name"))
+             .join(datasets, datasets.c.id == dataset_versions.c.dataset_id).where(condition))
+    with ws.db.read() as conn:
+        rows = conn.execute(query).all()
+    return [DatasetVersion._from_row(ws, row, row.dataset_name) for row in rows]
+
+
 def list_versions(name: str, *, workspace: Workspace | None = None) -> list[DatasetVersion]:
+    """Every version of dataset ``name``, oldest first."""
     ws = _workspace(workspace)
-    latest = get(name, workspace=ws)
-    return [get(name, number, workspace=ws) for number in range(1, latest.version + 1)]
+    get(name, workspace=ws)  # a clear error for an unknown name
+    versions = _load_all(ws, datasets.c.name == name)
+    return sorted(versions, key=lambda v: v.version)
 
 
 def list_datasets(*, workspace: Workspace | None = None) -> list[DatasetVersion]:
     """The latest version of every dataset, by name."""
     ws = _workspace(workspace)
-    with ws.db.read() as conn:
-        names = conn.execute(select(datasets.c.name).order_by(datasets.c.name)).scalars().all()
-    return [get(name, workspace=ws) for name in names]
+    other = dataset_versions.alias("other")
+    latest = (select(func.max(other.c.version))
+              .where(other.c.dataset_id == dataset_versions.c.dataset_id).scalar_subquery())
+    versions = _load_all(ws, dataset_versions.c.version == latest)
+    return sorted(versions, key=lambda v: v.name)

@@ -82,17 +82,15 @@ class SqliteOnlineStore:
                      f"ON CONFLICT (entity_key) DO UPDATE SET {updates} "
                      f"WHERE excluded.event_ts >= {self._table(view)}.event_ts")
         conn = self._conn()
-        count = 0
+        params = [(key, ts, *values) for key, ts, values in rows]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for key, ts, values in rows:
-                conn.execute(statement, (key, ts, *values))
-                count += 1
+            conn.executemany(statement, params)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return count
+        return len(params)
 
     def read(self, view: FeatureView, names: Sequence[str],
              keys: Sequence[str]) -> list[tuple[int, tuple[Any, ...]] | None]:
