@@ -113,17 +113,12 @@ def list_datasets(ctx: typer.Context, json: JsonOption = False,
         render.print_json([version_record(v) for v in found])
         return
 
-    from rich import box
-    from rich.table import Table
-
     out = render.console()
     if not found:
         out.print(f"No datasets yet in {ws.location}.\n"
                   "Register one with tidal.datasets.register(name, data).", markup=False)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
-                  caption=f"{len(found)} dataset{'s' if len(found) != 1 else ''}",
-                  caption_justify="left")
+    table = render.listing(f"{len(found)} dataset{'s' if len(found) != 1 else ''}")
     table.add_column("Name", style="bold", overflow="fold")
     table.add_column("Latest", justify="right", no_wrap=True)
     table.add_column("Rows", justify="right", no_wrap=True)
@@ -239,11 +234,7 @@ def _print_version(out: Console, ws: Workspace, version: DatasetVersion,
 
 
 def _schema_table(version: DatasetVersion) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
-                  caption="quantiles and histograms in --json", caption_justify="left")
+    table = render.listing("quantiles and histograms in --json")
     table.add_column("Column", style="cyan", overflow="fold")
     table.add_column("Type", overflow="fold")
     table.add_column("Nullable", no_wrap=True)
@@ -329,8 +320,6 @@ def _change(old: Any, new: Any) -> Any:
 
 def _print_diff(out: Console, a: DatasetVersion, b: DatasetVersion,
                 result: DatasetDiff) -> None:
-    from rich import box
-    from rich.table import Table
     from rich.text import Text
 
     out.print(Text.assemble(("Diff ", "bold"), (a.uri, "bold magenta"), " → ",
@@ -375,8 +364,7 @@ def _print_diff(out: Console, a: DatasetVersion, b: DatasetVersion,
     shifted = sum(len(result.statistics[c]) for c in columns)
     out.print(Text(f"Column statistics ({shifted} shift{'s' if shifted != 1 else ''} in "
                    f"{len(columns)} column{'s' if len(columns) != 1 else ''})", style="bold"))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
-                  caption=f"shifts beyond {LARGE_SHIFT:.0%} in red", caption_justify="left")
+    table = render.listing(f"shifts beyond {LARGE_SHIFT:.0%} in red")
     table.add_column("Column", style="cyan", overflow="fold")
     table.add_column("Statistic", no_wrap=True)
     table.add_column("Old", justify="right", overflow="fold")
@@ -481,12 +469,10 @@ def validate_dataset(
 
 
 def _print_report(out: Console, report: ValidationReport, fail: bool) -> None:
-    from rich import box
-    from rich.table import Table
     from rich.text import Text
 
     out.print(Text.assemble(("Validation of ", "bold"), (report.dataset, "bold magenta")))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
+    table = render.listing()
     table.add_column("Expectation", overflow="fold")
     table.add_column("Column", style="cyan", overflow="fold")
     table.add_column("Passed", justify="center", no_wrap=True)

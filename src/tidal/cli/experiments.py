@@ -33,9 +33,6 @@ def list_experiments(ctx: typer.Context, json: JsonOption = False,
         } for e in found])
         return
 
-    from rich import box
-    from rich.table import Table
-
     out = render.console()
     if not found:
         out.print(f"No experiments yet in {ws.location}.\n"
@@ -47,9 +44,7 @@ def list_experiments(ctx: typer.Context, json: JsonOption = False,
     needed = sum(max(len(h), *(len(r[i]) for r in rows)) + 2
                  for i, h in enumerate(("Name", "Runs", "Last run", "Created", "ID")))
     show_id = needed <= out.width
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
-                  caption=f"{len(found)} experiment{'s' if len(found) != 1 else ''}",
-                  caption_justify="left")
+    table = render.listing(f"{len(found)} experiment{'s' if len(found) != 1 else ''}")
     table.add_column("Name", style="bold", overflow="fold")
     table.add_column("Runs", justify="right", no_wrap=True)
     table.add_column("Last run", no_wrap=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tidal.cli import datasets, demo, experiments, runs
+from tidal.cli import datasets, demo, experiments, features, runs
 from tidal.cli.context import ARTIFACTS_HELP, WORKSPACE_HELP, CliState
 from tidal.cli.render import fail
 from tidal.errors import TidalError
@@ -42,6 +42,7 @@ app = typer.Typer(
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(features.app, name="features")
 app.command("demo")(demo.demo)
 
 

@@ -17,6 +17,7 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from tidal.errors import TidalError
 
@@ -46,6 +47,15 @@ def exit_code_for(error: TidalError) -> int:
     from tidal.errors import ConfigError, InvalidValueError
 
     return 2 if isinstance(error, (InvalidValueError, ConfigError)) else 1
+
+
+def listing(caption: str | None = None) -> Table:
+    """The borderless table every listing uses, with an optional caption under it."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
+                 caption=caption, caption_justify="left")
 
 
 def print_error(message: str) -> None:

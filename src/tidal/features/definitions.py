@@ -22,6 +22,15 @@ def _identifier(value: Any, what: str) -> str:
     return value
 
 
+def find_feature(view: Any, name: str, kind: str) -> Feature:
+    """The feature ``name`` of a view of any kind, or an error listing those it has."""
+    for candidate in view.features:
+        if candidate.name == name:
+            return candidate
+    raise InvalidValueError(f"{kind} {view.name!r} has no feature {name!r}; it has "
+                            f"{[f.name for f in view.features]}", field="features")
+
+
 @dataclass(frozen=True)
 class Entity:
     """What features describe (a user, a product...), identified by its join keys."""
@@ -56,7 +65,10 @@ class FeatureView:
 
     ``source``: a dataset name (its latest version when queried), a DatasetVersion, or a
     Parquet path or glob. ``ttl``: how old a value may be at the entity row's time and still
-    count; None keeps values forever.
+    count; None keeps values forever. ``transform``: an optional DuckDB ``SELECT`` over the
+    source, named ``source`` in the query, whose result holds the declared columns (derived
+    features, filters, renames); it runs wherever the view is read, offline and when
+    materializing.
     """
 
     name: str
@@ -66,6 +78,7 @@ class FeatureView:
     timestamp: str = "event_timestamp"
     ttl: timedelta | None = None
     created_timestamp: str | None = None
+    transform: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +102,11 @@ class FeatureView:
                                      or self.ttl <= timedelta(0)):
             raise InvalidValueError(f"ttl of feature view {self.name!r} must be a positive "
                                     f"timedelta or None, got {self.ttl!r}", field="ttl")
+        if self.transform is not None and (not isinstance(self.transform, str)
+                                           or not self.transform.strip()):
+            raise InvalidValueError(f"transform of feature view {self.name!r} must be a SQL "
+                                    f"SELECT over 'source', got {self.transform!r}",
+                                    field="transform")
         object.__setattr__(self, "entities", entities)
         object.__setattr__(self, "features", features)
 
@@ -97,8 +115,36 @@ class FeatureView:
         return tuple(k for e in self.entities for k in e.join_keys)
 
     def feature(self, name: str) -> Feature:
-        for candidate in self.features:
-            if candidate.name == name:
-                return candidate
-        raise InvalidValueError(f"feature view {self.name!r} has no feature {name!r}; it has "
-                                f"{[f.name for f in self.features]}", field="features")
+        return find_feature(self, name, "feature view")
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """A named group of features that one model uses, so that training and serving ask for
+    the same thing by one name. ``features``: ``"view:feature"`` references, or whole views
+    (feature views and on-demand views) for all of their features."""
+
+    name: str
+    features: tuple[str, ...]
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __init__(self, name: str, features: Any, description: str = "",
+                 tags: dict[str, str] | None = None) -> None:
+        object.__setattr__(self, "name", _identifier(name, "feature service name"))
+        items = [features] if isinstance(features, str) else list(features or ())
+        refs: list[str] = []
+        for item in items:
+            if isinstance(item, str):
+                refs.append(item)
+            elif hasattr(item, "features") and hasattr(item, "name"):  # a view of any kind
+                refs.extend(f"{item.name}:{f.name}" for f in item.features)
+            else:
+                raise InvalidValueError(f"feature service {name!r}: {item!r} is neither a "
+                                        "'view:feature' reference nor a view", field="features")
+        if not refs:
+            raise InvalidValueError(f"feature service {name!r} needs one or more features",
+                                    field="features")
+        object.__setattr__(self, "features", tuple(dict.fromkeys(refs)))
+        object.__setattr__(self, "description", str(description or ""))
+        object.__setattr__(self, "tags", dict(tags or {}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,34 @@ from typing import Any
 from tidal.features.definitions import FeatureView
 
 WATERMARKS = "tidal_materializations"
+#: Keys per ``IN (...)`` lookup when reading many entities at once (SQLite's default limit on
+#: host parameters is far above this).
+_READ_CHUNK = 500
+
+
+def _native(value: Any) -> Any:
+    # NumPy scalars (from arrays or DataFrames) must key like the Python values they hold
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) \
+        else value
 
 
 def entity_key(values: Sequence[Any]) -> str:
     """The canonical text of a tuple of join-key values (JSON, so 1 and "1" stay apart)."""
-    return json.dumps(list(values), separators=(",", ":"), default=str)
+    return json.dumps([_native(v) for v in values], separators=(",", ":"), default=str)
+
+
+def key_function(join_keys: Sequence[str]) -> Callable[[Mapping[str, Any]], str]:
+    """entity_key of a row's join keys, with a fast path for the common single integer key
+    (the online read path runs this once per entity per request)."""
+    if len(join_keys) == 1:
+        (name,) = join_keys
+
+        def single(row: Mapping[str, Any]) -> str:
+            value = row[name]
+            return f"[{value}]" if type(value) is int else entity_key((value,))
+
+        return single
+    return lambda row: entity_key([row[k] for k in join_keys])
 
 
 def _q(name: str) -> str:
@@ -39,6 +62,7 @@ class SqliteOnlineStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._ensured: set[tuple[str, tuple[str, ...]]] = set()
+        self._selects: dict[tuple[str, tuple[str, ...]], str] = {}
         with self._conn() as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {WATERMARKS} "
                          "(view TEXT PRIMARY KEY, end_ts INTEGER NOT NULL)")
@@ -94,15 +118,25 @@ class SqliteOnlineStore:
 
     def read(self, view: FeatureView, names: Sequence[str],
              keys: Sequence[str]) -> list[tuple[int, tuple[Any, ...]] | None]:
-        """(event_ts, values) per key, or None for an entity with no row."""
-        statement = (f"SELECT event_ts, {', '.join(_q(n) for n in names)} FROM "
-                     f"{self._table(view)} WHERE entity_key = ?")
+        """(event_ts, values) per key, or None for an entity with no row: one primary-key
+        lookup for one key, ``IN`` lookups in chunks for many."""
+        signature = (view.name, tuple(names))
+        select = self._selects.get(signature)
+        if select is None:
+            select = (f"SELECT entity_key, event_ts, {', '.join(_q(n) for n in names)} FROM "
+                      f"{self._table(view)} WHERE entity_key")
+            self._selects[signature] = select
         conn = self._conn()
-        out: list[tuple[int, tuple[Any, ...]] | None] = []
-        for key in keys:
-            row = conn.execute(statement, (key,)).fetchone()
-            out.append(None if row is None else (row[0], row[1:]))
-        return out
+        if len(keys) == 1:
+            row = conn.execute(select + " = ?", keys).fetchone()
+            return [None if row is None else (row[1], row[2:])]
+        found: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        for start in range(0, len(keys), _READ_CHUNK):
+            chunk = list(dict.fromkeys(keys[start:start + _READ_CHUNK]))
+            marks = ", ".join("?" * len(chunk))
+            for row in conn.execute(f"{select} IN ({marks})", chunk):
+                found[row[0]] = (row[1], row[2:])
+        return [found.get(key) for key in keys]
 
     def watermark(self, view: FeatureView) -> datetime | None:
         row = self._conn().execute(f"SELECT end_ts FROM {WATERMARKS} WHERE view = ?",
