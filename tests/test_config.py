@@ -16,6 +16,17 @@ def test_defaults_to_dot_tidal_in_the_current_folder(tmp_path):
     assert settings.db_url == f"sqlite:///{tmp_path / '.tidal' / 'tidal.db'}"
     assert settings.artifacts == str(tmp_path / ".tidal" / "artifacts")
     assert dict(settings.prices) == DEFAULT_PRICES
+    assert settings.online_store is None  # the feature store uses <home>/online.db
+
+
+def test_the_online_store_setting_keeps_urls_and_anchors_paths(tmp_path):
+    (tmp_path / "tidal.toml").write_text('online_store = "serving/online.db"\n')
+    nested = tmp_path / "a"
+    nested.mkdir()
+    assert resolve_settings(env={}, cwd=nested).online_store == str(
+        tmp_path / "serving" / "online.db")
+    env = {"TIDAL_ONLINE_STORE": "redis://127.0.0.1:6379/0"}
+    assert resolve_settings(env=env, cwd=nested).online_store == "redis://127.0.0.1:6379/0"
 
 
 def test_environment_overrides_the_default(tmp_path):

@@ -28,7 +28,8 @@ DEFAULT_PRICES: dict[str, float] = {
     "gpu_hour": 2.50,
 }
 
-_SETTING_KEYS = {"home", "db_url", "artifacts", "system_metrics_interval", "prices"}
+_SETTING_KEYS = {"home", "db_url", "artifacts", "online_store", "system_metrics_interval",
+                 "prices"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Settings:
     prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     #: Seconds between system-metric samples of a run; 0 turns sampling off.
     system_metrics_interval: float = 10.0
+    #: The online feature store: a SQLite file, or a redis:// URL; None means
+    #: ``<home>/online.db``.
+    online_store: str | None = None
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -174,6 +178,12 @@ def resolve_settings(
     else:
         artifacts_url = str(Path(art_raw).expanduser().resolve())
 
+    online_raw = env.get("TIDAL_ONLINE_STORE") or from_file("online_store")
+    if online_raw is not None and "://" not in online_raw:
+        online_path = Path(online_raw).expanduser()
+        online_raw = str(online_path if online_path.is_absolute() else
+                         (base if env.get("TIDAL_ONLINE_STORE") else file_dir) / online_path)
+
     interval_raw = env.get("TIDAL_SYSTEM_METRICS_INTERVAL", file_cfg.get("system_metrics_interval"))
     interval = 10.0 if interval_raw is None else _float_setting(
         "system_metrics_interval", interval_raw)
@@ -184,4 +194,5 @@ def resolve_settings(
         artifacts=artifacts_url,
         prices=_prices(file_cfg.get("prices"), env),
         system_metrics_interval=interval,
+        online_store=online_raw,
     )

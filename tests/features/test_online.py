@@ -91,3 +91,12 @@ def test_bad_online_input_is_refused(store):
         store.materialize(NOW, views=["other"])
     with pytest.raises(InvalidValueError, match="end must be a datetime"):
         store.materialize("now")
+
+
+def test_the_workspace_setting_chooses_the_default_online_store(tmp_path, monkeypatch):
+    path = tmp_path / "serving" / "features.db"
+    monkeypatch.setenv("TIDAL_ONLINE_STORE", str(path))
+    ws = tidal.workspace(tmp_path / "ws")
+    store = tidal.features.FeatureStore([FeatureView("v", user, [Feature("x")], "unused")],
+                                        workspace=ws)
+    assert store.online.path == path

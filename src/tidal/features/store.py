@@ -67,8 +67,9 @@ class _Plan:
 
 class FeatureStore:
     """Feature views with an offline store (their sources, joined by DuckDB) and an online
-    store: ``online`` is a SQLite file path (default ``<workspace home>/online.db``) or a
-    ``redis://`` URL (``pip install 'tidal-mlops[redis]'``).
+    store: ``online`` is a SQLite file path or a ``redis://`` URL (``pip install
+    'tidal-mlops[redis]'``); by default the workspace's ``online_store`` setting, else
+    ``<workspace home>/online.db``.
 
     ``definitions`` holds the feature views, and optionally entities, on-demand views and
     feature services, as a Python definitions file declares them (see ``load_definitions``).
@@ -115,12 +116,14 @@ class FeatureStore:
         """The online store, opened on first use (offline work never creates one)."""
         if self._online is None:
             target = self._online_target
+            if target is None:
+                settings = (self._workspace or current_workspace()).settings
+                target = settings.online_store or settings.home / "online.db"
             if isinstance(target, str) and target.startswith(("redis://", "rediss://",
                                                               "unix://")):
                 self._online = RedisOnlineStore(target, prefix=self._online_prefix)
             else:
-                home = Path((self._workspace or current_workspace()).settings.home)
-                self._online = SqliteOnlineStore(target or home / "online.db")
+                self._online = SqliteOnlineStore(target)
         return self._online
 
     @classmethod
