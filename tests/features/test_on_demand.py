@@ -112,6 +112,10 @@ def test_request_only_on_demand_view(workspace):
         pd.DataFrame({"event_timestamp": [NOW], "amount": [np.e - 1]}),
         ["log_amount:log_amount"])
     assert frame["log_amount"].tolist() == pytest.approx([1.0])
+    with pytest.raises(InvalidValueError, match="nothing to join"):
+        store.get_historical_features("entities.parquet", ["log_amount:log_amount"])
+    with pytest.raises(InvalidValueError, match="must be a pandas DataFrame or an Arrow table"):
+        store.get_historical_features([{"amount": 1.0}], ["log_amount:log_amount"])
 
 
 def test_missing_request_fields_are_named(store):

@@ -228,10 +228,15 @@ class FeatureStore:
         if plan.direct:
             return self.offline.get_historical_features(
                 entity_df, refs, full_feature_names=full_feature_names, **options)
+        if not refs:  # only request-based on-demand features: nothing to join
+            if isinstance(entity_df, (str, Path)) or options:
+                raise InvalidValueError(
+                    "only request-based on-demand features were asked for, so there is nothing "
+                    "to join: give entity_df as a DataFrame or an Arrow table, without options",
+                    field="entity_df")
+            return self._finish_frame(entity_df, plan)
         joined = self.offline.get_historical_features(entity_df, refs, full_feature_names=True,
-                                                      **options) if refs else None
-        if joined is None:  # only request-based on-demand features: nothing to join
-            joined = entity_df
+                                                      **options)
         if isinstance(joined, (str, Path)):
             return self._finish_file(Path(joined), plan)
         return self._finish_frame(joined, plan)
@@ -242,6 +247,9 @@ class FeatureStore:
         import pyarrow as pa
 
         as_pandas = not isinstance(joined, (pa.Table, pa.RecordBatch))
+        if as_pandas and type(joined).__module__.split(".")[0] != "pandas":
+            raise InvalidValueError(f"entity_df must be a pandas DataFrame or an Arrow table, "
+                                    f"got {type(joined).__name__}", field="entity_df")
         table = pa.Table.from_pandas(joined, preserve_index=False) if as_pandas else joined
         table = self._finish_table(table, plan)
         return table.to_pandas() if as_pandas else table
