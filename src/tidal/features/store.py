@@ -110,6 +110,7 @@ class FeatureStore:
         self._online_prefix = online_prefix
         self._workspace = workspace
         self._online: SqliteOnlineStore | RedisOnlineStore | None = None
+        self._online_ready: set[str] = set()
 
     @property
     def online(self) -> SqliteOnlineStore | RedisOnlineStore:
@@ -397,7 +398,9 @@ class FeatureStore:
             for key in view.join_keys:
                 if key not in result:
                     result[key] = [row[key] for row in entity_rows]
-            self.online.ensure_table(view)
+            if view.name not in self._online_ready:  # once per view: keep reads one lookup
+                self.online.ensure_table(view)
+                self._online_ready.add(view.name)
             found = self.online.read(view, read.names, keys)
             if read.ttl_us is not None:
                 found = [None if hit is None or now_us - hit[0] > read.ttl_us else hit
