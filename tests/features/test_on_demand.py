@@ -184,3 +184,18 @@ def test_definitions_that_do_not_fit_together_are_refused(workspace, tmp_path):
         FeatureStore([spend, Entity("user", "uid")])
     with pytest.raises(InvalidValueError, match="unknown feature service 'nope'"):
         FeatureStore([spend]).get_online_features([{"user_id": 1}], "nope")
+
+
+def test_on_demand_features_stream_into_a_parquet_result(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    entity_df = pd.DataFrame({"user_id": [1, 2, 3], "event_timestamp": [NOW] * 3,
+                              "basket": [50.0, 100.0, 10.0]})
+    entities = tmp_path / "entities.parquet"
+    entity_df.to_parquet(entities)
+    written = store.get_historical_features(entities, "checkout", to=tmp_path / "out.parquet")
+    assert written == tmp_path / "out.parquet"
+    from_file = pq.read_table(written).to_pandas()
+    in_memory = store.get_historical_features(entity_df, "checkout")
+    pd.testing.assert_frame_equal(from_file, in_memory, check_dtype=False)
+    assert not list(tmp_path.glob("*.part"))
