@@ -28,6 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from report import write_results  # noqa: E402
+
 REPO = HERE.parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 RSS_LIMIT_MB = 2048
@@ -111,18 +114,6 @@ def profile_against_summarize(work: Path, rows: int, repeats: int = 5) -> dict:
             "all_summarize_s": summarize_s}
 
 
-def write_results(text: str) -> None:
-    begin, end = "<!-- data:begin -->", "<!-- data:end -->"
-    section = f"{begin}\n{text}\n{end}"
-    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if begin in current:
-        head, rest = current.split(begin, 1)
-        current = head + section + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(current, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -152,7 +143,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.write_results:
         cpu = platform.processor() or platform.machine()
-        write_results("\n".join([
+        write_results("data", "\n".join([
             "## Datasets: streaming registration and profiling",
             "",
             f"- Date: {datetime.now(UTC).isoformat(timespec='seconds')}",

@@ -17,9 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -33,10 +30,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_FEAST_PYTHON = REPO / "benchmarks" / ".venvs" / "feast" / "bin" / "python"
-BEGIN, END = "<!-- features:begin -->", "<!-- features:end -->"
 
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
+from report import (  # noqa: E402
+    check_anchor_python,
+    command_line,
+    fmt_s,
+    load_average,
+    machine,
+    run_bench,
+    write_results,
+)
 
 # Targets of the feature-store issue.
 FLOOR_RATIO = 1.3                       # Tidal / floor, offline, at most
@@ -75,40 +81,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def check_feast_python(path: str) -> None:
-    if not Path(path).is_file() or not os.access(path, os.X_OK):
-        fail(f"no Feast interpreter at {path}.\nCreate the anchor environment from the "
-             f"repository root:\n\n    {CREATE_VENV}\n\nor point --feast-python (or "
-             f"TIDAL_BENCH_FEAST_PYTHON) at the python of an environment that has Feast.")
-    probe = subprocess.run([path, "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('feast') is None)"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        fail(f"{path} cannot import feast.\nInstall it there, e.g.:\n\n    {CREATE_VENV}")
-
-
-def run_bench(python: str, script: str, options: list[str]) -> dict[str, Any]:
-    command = [python, str(HERE / script), *options]
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    if done.returncode != 0:
-        fail(f"{script} exited with status {done.returncode}: {shlex.join(command)}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        fail(f"{script} printed no JSON result")
-    return json.loads(lines[-1])
-
-
 # -- running ------------------------------------------------------------------------------------
 
 def run_all(feast_python: str, work: Path, quick: bool, rounds: int) -> dict[str, Any]:
     base = ["--work", str(work), *(["--quick"] if quick else [])]
-    tidal = lambda *o: run_bench(sys.executable, "bench_tidal.py", [*o, *base])  # noqa: E731
-    feast = lambda *o: run_bench(feast_python, "bench_feast.py", [*o, *base])  # noqa: E731
+    tidal = lambda *o: run_bench(sys.executable, HERE / "bench_tidal.py", [*o, *base])  # noqa: E731
+    feast = lambda *o: run_bench(feast_python, HERE / "bench_feast.py", [*o, *base])  # noqa: E731
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     say("Preparing the online stores: Tidal's and the floor's, then Feast's...")
@@ -165,14 +143,6 @@ def feast_against_floor(work: Path, key: str) -> dict[str, Any]:
 
 
 # -- the table ----------------------------------------------------------------------------------
-
-def fmt_s(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
 
 def fmt_ms(ns: float) -> str:
     return f"{ns / 1e6:.3f} ms"
@@ -342,60 +312,6 @@ def header(raw: dict[str, Any], quick: bool) -> str:
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
 
-def machine() -> str:
-    model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as meminfo:
-            kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read()).group(1))
-            memory = f", {kib / 2**20:.0f} GiB memory"
-    except (OSError, AttributeError):
-        pass
-    return (f"{os.cpu_count()} cores, {model or platform.processor() or 'unknown CPU'}"
-            f"{memory}, {platform.system()} {platform.release()}")
-
-
-def command_line() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script_text = str(script.relative_to(REPO))
-    except ValueError:
-        script_text = str(script)
-    return shlex.join(["python", script_text, *sys.argv[1:]])
-
-
-def write_results(text: str) -> None:
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if RESULTS.exists():
-        current = RESULTS.read_text(encoding="utf-8")
-    else:
-        current = ("# Benchmark results\n\nThe latest figures of each benchmark in this folder, "
-                   "written by its runner (see README.md). Do not edit a section by hand: run "
-                   "the benchmark again.\n\n")
-    if BEGIN in current and END in current:
-        before, rest = current.split(BEGIN, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        updated = before + section + ("\n" + after if after else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(updated, encoding="utf-8")
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def source_state() -> str:
     """The commit measured, and any source files that differed from it."""
     def git(*argv: str) -> str:
@@ -434,7 +350,8 @@ def results_section(table: str, head: str, loads: tuple[str, str], rounds: int,
 def main() -> None:
     args = parse_args()
     feast_python = args.feast_python or str(DEFAULT_FEAST_PYTHON)
-    check_feast_python(feast_python)
+    check_anchor_python(feast_python, "feast", "Feast", "--feast-python",
+                        "TIDAL_BENCH_FEAST_PYTHON", CREATE_VENV)
     rounds = args.rounds or (ROUNDS_QUICK if args.quick else ROUNDS)
     w.ensure_data(args.quick)
     load_before = load_average()
@@ -464,8 +381,8 @@ def main() -> None:
         print("All targets and checks pass." if not args.quick
               else "Checks pass (quick run: targets not enforced).")
     if args.write_results:
-        write_results(results_section(rendered, head, (load_before, load_average()), rounds,
-                                      source))
+        write_results("features", results_section(
+            rendered, head, (load_before, load_average()), rounds, source))
         print(f"Updated {RESULTS.relative_to(REPO)}")
     sys.exit(1 if table.failed else 0)
 

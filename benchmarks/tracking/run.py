@@ -15,12 +15,8 @@ import argparse
 import json
 import math
 import os
-import platform
-import re
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,10 +27,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 DEFAULT_MLFLOW_PYTHON = REPO / "benchmarks" / ".venvs" / "mlflow" / "bin" / "python"
-BEGIN, END = "<!-- tracking:begin -->", "<!-- tracking:end -->"
 
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
+from report import (  # noqa: E402
+    check_anchor_python,
+    command_line,
+    fmt_s,
+    load_average,
+    machine,
+    run_bench,
+    write_results,
+)
 
 # Targets of the tracking issue.
 LOG_METRIC_RATIO = 300.0
@@ -78,9 +83,9 @@ def search_rounds(tidal: dict[str, Any], mlflow: dict[str, Any], mlflow_python: 
     tidal_medians, mlflow_medians, ratios = [], [], []
     for index in range(rounds):
         print(f"Search round {index + 1} of {rounds}: Tidal, then MLflow...", file=sys.stderr)
-        t = run_bench(sys.executable, "bench_tidal.py",
+        t = run_bench(sys.executable, HERE / "bench_tidal.py",
                       ["--search-in", tidal["root"], "--search-repeats", "5"])["b"]
-        m = run_bench(mlflow_python, "bench_mlflow.py",
+        m = run_bench(mlflow_python, HERE / "bench_mlflow.py",
                       ["--search-in", mlflow["root"], "--search-repeats", "5"])["b"]
         tidal_medians.append(t["search_median_s"])
         mlflow_medians.append(m["search_median_s"])
@@ -91,43 +96,7 @@ def search_rounds(tidal: dict[str, Any], mlflow: dict[str, Any], mlflow_python: 
     tidal["b"]["round_ratios"] = ratios
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def check_mlflow_python(path: str) -> None:
-    if not Path(path).is_file() or not os.access(path, os.X_OK):
-        fail(f"no MLflow interpreter at {path}.\nCreate the anchor environment from the "
-             f"repository root:\n\n    {CREATE_VENV}\n\nor point --mlflow-python (or "
-             f"TIDAL_BENCH_MLFLOW_PYTHON) at the python of an environment that has MLflow.")
-    probe = subprocess.run([path, "-c", "import importlib.util, sys; "
-                            "sys.exit(importlib.util.find_spec('mlflow') is None)"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        fail(f"{path} cannot import mlflow.\nInstall it there, e.g.:\n\n    {CREATE_VENV}")
-
-
-def run_bench(python: str, script: str, options: list[str]) -> dict[str, Any]:
-    command = [python, str(HERE / script), *options]
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    if done.returncode != 0:
-        fail(f"{script} exited with status {done.returncode}: {shlex.join(command)}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        fail(f"{script} printed no JSON result")
-    return json.loads(lines[-1])
-
-
 # -- the table ----------------------------------------------------------------------------------
-
-def fmt_s(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
 
 def fmt_us(us: float) -> str:
     return f"{us:,.1f} µs" if us < 1000 else f"{us / 1000:,.2f} ms"
@@ -265,60 +234,6 @@ def header(tidal: dict[str, Any], mlflow: dict[str, Any], quick: bool) -> str:
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
 
-def machine() -> str:
-    model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as meminfo:
-            kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read()).group(1))
-            memory = f", {kib / 2**20:.0f} GiB memory"
-    except (OSError, AttributeError):
-        pass
-    return (f"{os.cpu_count()} cores, {model or platform.processor() or 'unknown CPU'}"
-            f"{memory}, {platform.system()} {platform.release()}")
-
-
-def command_line() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script_text = str(script.relative_to(REPO))
-    except ValueError:
-        script_text = str(script)
-    return shlex.join(["python", script_text, *sys.argv[1:]])
-
-
-def write_results(text: str) -> None:
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if RESULTS.exists():
-        current = RESULTS.read_text(encoding="utf-8")
-    else:
-        current = ("# Benchmark results\n\nThe latest figures of each benchmark in this folder, "
-                   "written by its runner (see README.md). Do not edit a section by hand: run "
-                   "the benchmark again.\n\n")
-    if BEGIN in current and END in current:
-        before, rest = current.split(BEGIN, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        updated = before + section + ("\n" + after if after else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(updated, encoding="utf-8")
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def results_section(table: str, head: str, tidal: dict[str, Any], mlflow: dict[str, Any],
                     loads: tuple[str, str]) -> str:
     now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
@@ -348,15 +263,16 @@ def results_section(table: str, head: str, tidal: dict[str, Any], mlflow: dict[s
 def main() -> None:
     args = parse_args()
     mlflow_python = args.mlflow_python or str(DEFAULT_MLFLOW_PYTHON)
-    check_mlflow_python(mlflow_python)
+    check_anchor_python(mlflow_python, "mlflow", "MLflow", "--mlflow-python",
+                        "TIDAL_BENCH_MLFLOW_PYTHON", CREATE_VENV)
     options = ["--quick"] if args.quick else []
     if args.tmp_root:
         options += ["--tmp-root", args.tmp_root]
 
     load_before = load_average()
     print("Tracking benchmark: Tidal, then MLflow (one after the other)...", file=sys.stderr)
-    tidal = run_bench(sys.executable, "bench_tidal.py", [*options, "--keep"])
-    mlflow = run_bench(mlflow_python, "bench_mlflow.py", [*options, "--keep"])
+    tidal = run_bench(sys.executable, HERE / "bench_tidal.py", [*options, "--keep"])
+    mlflow = run_bench(mlflow_python, HERE / "bench_mlflow.py", [*options, "--keep"])
     try:
         search_rounds(tidal, mlflow, mlflow_python, SEARCH_ROUNDS_QUICK if args.quick
                       else SEARCH_ROUNDS)
@@ -381,8 +297,8 @@ def main() -> None:
         print("All targets and checks pass." if not args.quick
               else "Checks pass (quick run: targets not enforced).")
     if args.write_results:
-        write_results(results_section(rendered, head, tidal, mlflow,
-                                      (load_before, load_average())))
+        write_results("tracking", results_section(rendered, head, tidal, mlflow,
+                                                  (load_before, load_average())))
         print(f"Updated {RESULTS.relative_to(REPO)}")
     sys.exit(1 if table.failed else 0)
 

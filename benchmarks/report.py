@@ -1,0 +1,113 @@
+"""What every benchmark runner shares: running a bench script in an anchor's interpreter,
+describing the machine and the command, and writing its section of RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+
+
+def fail(message: str) -> NoReturn:
+    """Exit with status 2: the benchmark could not run."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_anchor_python(path: str, module: str, tool: str, option: str, variable: str,
+                        create_venv: str) -> None:
+    """Refuse, with the command that fixes it, an interpreter that cannot import ``module``."""
+    if not Path(path).is_file() or not os.access(path, os.X_OK):
+        fail(f"no {tool} interpreter at {path}.\nCreate the anchor environment from the "
+             f"repository root:\n\n    {create_venv}\n\nor point {option} (or {variable}) at "
+             f"the python of an environment that has {tool}.")
+    probe = subprocess.run([path, "-c", "import importlib.util, sys; "
+                            f"sys.exit(importlib.util.find_spec({module!r}) is None)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        fail(f"{path} cannot import {module}.\nInstall it there, e.g.:\n\n    {create_venv}")
+
+
+def run_bench(python: str, script: Path, options: list[str]) -> dict[str, Any]:
+    """Run a bench script and return the last JSON object it printed."""
+    command = [python, str(script), *options]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    if done.returncode != 0:
+        fail(f"{script.name} exited with status {done.returncode}: {shlex.join(command)}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        fail(f"{script.name} printed no JSON result")
+    return json.loads(lines[-1])
+
+
+def fmt_s(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def machine() -> str:
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read()).group(1))
+            memory = f", {kib / 2**20:.0f} GiB memory"
+    except (OSError, AttributeError):
+        pass
+    return (f"{os.cpu_count()} cores, {model or platform.processor() or 'unknown CPU'}"
+            f"{memory}, {platform.system()} {platform.release()}")
+
+
+def command_line() -> str:
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_text = str(script.relative_to(REPO))
+    except ValueError:
+        script_text = str(script)
+    return shlex.join(["python", script_text, *sys.argv[1:]])
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def write_results(name: str, text: str) -> None:
+    """Replace the benchmark's own section of RESULTS.md (between its markers), or add it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    section = f"{begin}\n{text.rstrip()}\n{end}\n"
+    if RESULTS.exists():
+        current = RESULTS.read_text(encoding="utf-8")
+    else:
+        current = ("# Benchmark results\n\nThe latest figures of each benchmark in this folder, "
+                   "written by its runner (see README.md). Do not edit a section by hand: run "
+                   "the benchmark again.\n\n")
+    if begin in current and end in current:
+        before, rest = current.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        updated = before + section + ("\n" + after if after else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(updated, encoding="utf-8")
