@@ -120,7 +120,8 @@ def _features(items: list[dict[str, str]]) -> list[Feature]:
     return [Feature(item["name"], item["dtype"]) for item in items]
 
 
-def from_spec(kind: str, name: str, spec: dict[str, Any], entities: dict[str, Entity]) -> Any:
+def from_spec(kind: str, name: str, spec: dict[str, Any], entities: dict[str, Entity],
+              workspace: Workspace | None = None) -> Any:
     """The definition object a spec describes (not for on-demand views: see
     registered_definitions)."""
     if kind == "entity":
@@ -132,7 +133,7 @@ def from_spec(kind: str, name: str, spec: dict[str, Any], entities: dict[str, En
         elif "version" in source:
             from tidal.data.versions import get
 
-            resolved = get(source["dataset"], source["version"])
+            resolved = get(source["dataset"], source["version"], workspace=workspace)
         else:
             resolved = source["dataset"]
         missing = [e for e in spec["entities"] if e not in entities]
@@ -379,7 +380,7 @@ def registered_definitions(ws: Workspace, *, trust_code: bool = False) -> list[A
     for item in latest:
         assert item.spec is not None
         if item.kind in ("feature_view", "feature_service"):
-            objects.append(from_spec(item.kind, item.name, item.spec, entities))
+            objects.append(from_spec(item.kind, item.name, item.spec, entities, ws))
         elif item.kind == "on_demand_view":
             objects.append(_trusted(ws, item) if trust_code
                            else _untrusted(item.name, item.spec, item.origin))
