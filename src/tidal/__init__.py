@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
 _MODULES: dict[str, str] = {
     "datasets": "tidal.data.api",
     "features": "tidal.features",
+    "models": "tidal.models",
 }
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "models",
     "search_runs",
     "set_tag",
     "set_tags",
@@ -71,6 +73,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     import tidal.features as features
+    import tidal.models as models
     from tidal.data import api as datasets
     from tidal.errors import TidalError
     from tidal.store.workspace import Workspace, workspace

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tidal.errors import InvalidValueError
 
 DIGEST_ALGORITHM = "blake2b"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _CHUNK = 1 << 20
 
 
@@ -49,6 +50,17 @@ def digest_stream(stream: BinaryIO) -> tuple[str, int]:
         h.update(chunk)
         size += len(chunk)
     return format_digest(h.hexdigest()), size
+
+
+def check_name(name: Any, *, what: str, field: str = "name") -> str:
+    """Check the name of a dataset, model or the like: it appears in URIs and CLI arguments, so
+    it is limited to characters that need no quoting anywhere (and never becomes a path)."""
+    if not isinstance(name, str) or not name or len(name) > 250 or set(name) - _NAME_CHARS \
+            or name[0] in ".-":
+        raise InvalidValueError(
+            f"{what} name {name!r} is not valid; use 1-250 letters, digits, '_', '-' and '.', "
+            "not starting with '.' or '-'", field=field)
+    return name
 
 
 def split_digest(digest: str) -> str:

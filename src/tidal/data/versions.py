@@ -25,6 +25,7 @@ from tidal.data.ingest import BATCH_ROWS, open_source
 from tidal.data.profile import profile_parquet
 from tidal.data.schema import dataset_versions, datasets, run_inputs
 from tidal.errors import InvalidValueError, NotFoundError
+from tidal.ids import check_name as check_name_of
 from tidal.ids import format_digest, hasher, new_id, now_ms
 from tidal.store.workspace import Workspace, current_workspace
 
@@ -32,20 +33,13 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
 
 class DatasetNotFoundError(NotFoundError):
     """No dataset of that name, or no version matching the request."""
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > 250 or set(name) - _NAME_CHARS \
-            or name[0] in ".-":
-        raise InvalidValueError(
-            f"dataset name {name!r} is not valid; use 1-250 letters, digits, '_', '-' and '.', "
-            "not starting with '.' or '-'", field="name")
-    return name
+    return check_name_of(name, what="dataset")
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -288,6 +282,14 @@ def _load_all(ws: Workspace, condition: Any) -> list[DatasetVersion]:
     with ws.db.read() as conn:
         rows = conn.execute(query).all()
     return [DatasetVersion._from_row(ws, row, row.dataset_name) for row in rows]
+
+
+def versions_by_id(ids: list[str], *, workspace: Workspace | None = None
+                   ) -> list[DatasetVersion]:
+    """The dataset versions with these ids (lineage edges from other domains hold ids)."""
+    if not ids:
+        return []
+    return _load_all(_workspace(workspace), dataset_versions.c.id.in_(ids))
 
 
 def list_versions(name: str, *, workspace: Workspace | None = None) -> list[DatasetVersion]:

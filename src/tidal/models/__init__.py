@@ -1,0 +1,122 @@
+"""``tidal.models``: register, version, alias, gate, load and export models.
+
+Heavy parts (flavors, gates, export, cards) are imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "AliasNotFoundError": "tidal.models.errors",
+    "IllegalTransitionError": "tidal.models.errors",
+    "LibraryVersionWarning": "tidal.models.errors",
+    "ModelNotFoundError": "tidal.models.errors",
+    "Flavor": "tidal.models.flavors.base",
+    "ModelFiles": "tidal.models.flavors.base",
+    "FlavorNotFoundError": "tidal.models.flavors.registry",
+    "register_flavor": "tidal.models.flavors.registry",
+    "flavor_names": "tidal.models.flavors.registry",
+    "UntrustedModelError": "tidal.models.flavors.pickled",
+    "ColumnSpec": "tidal.models.signature",
+    "Signature": "tidal.models.signature",
+    "SignatureMismatchError": "tidal.models.signature",
+    "TensorSpec": "tidal.models.signature",
+    "infer_signature": "tidal.models.signature",
+    "ModelVersion": "tidal.models.registry",
+    "RegisteredModel": "tidal.models.registry",
+    "alias_history": "tidal.models.registry",
+    "delete_alias": "tidal.models.registry",
+    "get_model": "tidal.models.registry",
+    "get_version": "tidal.models.registry",
+    "list_models": "tidal.models.registry",
+    "list_versions": "tidal.models.registry",
+    "register": "tidal.models.registry",
+    "set_alias": "tidal.models.registry",
+    "trained_on": "tidal.models.registry",
+    "transition": "tidal.models.registry",
+    "update_model": "tidal.models.registry",
+    "LoadedModel": "tidal.models.loaded",
+    "load": "tidal.models.loaded",
+}
+
+__all__ = [
+    "AliasNotFoundError",
+    "ColumnSpec",
+    "Flavor",
+    "FlavorNotFoundError",
+    "IllegalTransitionError",
+    "LibraryVersionWarning",
+    "LoadedModel",
+    "ModelFiles",
+    "ModelNotFoundError",
+    "ModelVersion",
+    "RegisteredModel",
+    "Signature",
+    "SignatureMismatchError",
+    "TensorSpec",
+    "UntrustedModelError",
+    "alias_history",
+    "delete_alias",
+    "flavor_names",
+    "get_model",
+    "get_version",
+    "infer_signature",
+    "list_models",
+    "list_versions",
+    "load",
+    "register",
+    "register_flavor",
+    "set_alias",
+    "trained_on",
+    "transition",
+    "update_model",
+]
+
+if TYPE_CHECKING:
+    from tidal.models.errors import (
+        AliasNotFoundError,
+        IllegalTransitionError,
+        LibraryVersionWarning,
+        ModelNotFoundError,
+    )
+    from tidal.models.flavors.base import Flavor, ModelFiles
+    from tidal.models.flavors.pickled import UntrustedModelError
+    from tidal.models.flavors.registry import FlavorNotFoundError, flavor_names, register_flavor
+    from tidal.models.loaded import LoadedModel, load
+    from tidal.models.registry import (
+        ModelVersion,
+        RegisteredModel,
+        alias_history,
+        delete_alias,
+        get_model,
+        get_version,
+        list_models,
+        list_versions,
+        register,
+        set_alias,
+        trained_on,
+        transition,
+        update_model,
+    )
+    from tidal.models.signature import (
+        ColumnSpec,
+        Signature,
+        SignatureMismatchError,
+        TensorSpec,
+        infer_signature,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tidal.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,23 @@
+"""Errors of the model registry, each naming what was asked for and what exists instead."""
+
+from __future__ import annotations
+
+from tidal.errors import NotFoundError, TidalError
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered model has that name, or it has no such version."""
+
+
+class AliasNotFoundError(ModelNotFoundError):
+    """The model has no alias of that name."""
+
+
+class IllegalTransitionError(TidalError):
+    """A version cannot move from its stage to the one asked for."""
+
+    status_code = 409
+
+
+class LibraryVersionWarning(UserWarning):
+    """A model is loaded under another major version of a library than it was saved with."""

@@ -1,0 +1,70 @@
+"""scikit-learn models and pipelines, stored with skops instead of pickle.
+
+skops writes an estimator as a schema plus arrays and rebuilds it only from types it is told
+to trust. The trusted list comes from Tidal (skops' own defaults plus the few scikit-learn
+types below), never from the artifact: a file naming any other type is refused unless the
+caller passes ``trust=True``, and the error lists the types so they can be reviewed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tidal.errors import InvalidValueError
+from tidal.models.flavors.base import Flavor, ModelFiles, from_module
+from tidal.models.flavors.pickled import UntrustedModelError
+
+FILE = "model.skops"
+
+#: scikit-learn types skops leaves out of its defaults that Tidal trusts. ``Tree`` holds the
+#: nodes of every tree ensemble; skops distrusts it because a crafted file can make predict
+#: read out of bounds (a crash, not code execution). A Tidal blob is verified against the
+#: digest in the metadata store, so crafting one takes write access to both stores.
+TRUSTED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+})
+
+
+class SklearnFlavor(Flavor):
+    name = "sklearn"
+    packages = ("scikit-learn", "skops", "numpy")
+    extra = "sklearn"
+    priority = 50
+
+    def handles(self, model: Any) -> bool:
+        return from_module(model, "sklearn")
+
+    def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+        if options:
+            raise InvalidValueError(f"the sklearn flavor takes no flavor_options, got "
+                                    f"{sorted(options)}", field="flavor_options")
+        skops_io = self.import_library("skops.io")
+        skops_io.dump(model, directory / FILE)
+        return {"estimator": f"{type(model).__module__}.{type(model).__qualname__}",
+                "predict_proba": hasattr(model, "predict_proba")}
+
+    def load(self, files: ModelFiles, metadata: Mapping[str, Any], *, trust: bool) -> Any:
+        skops_io = self.import_library("skops.io")
+        data = files.read_bytes(FILE)
+        found = skops_io.get_untrusted_types(data=data)
+        unknown = sorted(t for t in found if t not in TRUSTED_TYPES)
+        if unknown and not trust:
+            raise UntrustedModelError(
+                f"the stored scikit-learn model uses types outside Tidal's trusted list: "
+                f"{', '.join(unknown)}; rebuilding them can run their code. Load it with "
+                "trust=True (Python) / --trust (CLI) only if you trust where it came from",
+                field="trust")
+        return skops_io.loads(data, trusted=list(found))
+
+    def predict(self, model: Any, data: Any) -> Any:
+        return model.predict(data)
+
+    def predict_proba(self, model: Any, data: Any) -> Any:
+        if not hasattr(model, "predict_proba"):
+            raise NotImplementedError
+        return model.predict_proba(data)
+
+    def has_predict_proba(self, model: Any) -> bool:
+        return hasattr(model, "predict_proba")
