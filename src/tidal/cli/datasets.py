@@ -14,6 +14,7 @@ import typer
 from tidal.cli import render
 from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
 from tidal.cli.runs import _section, _short_digest
+from tidal.data.uri import parse_ref
 from tidal.errors import InvalidValueError
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ app = typer.Typer(help="List, show, compare and validate versioned datasets.",
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
-URI_PREFIX = "datasets:/"
 REF_HELP = ("NAME (the latest version), NAME/VERSION or datasets:/NAME/VERSION; VERSION is a "
             "number or 'latest'.")
 
@@ -45,26 +45,6 @@ _PROFILE_STATS = ("nulls", "distinct", "min", "max", "mean", "std")
 
 
 # -- references -------------------------------------------------------------------------------
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``(name, version)`` from a reference; version None means the latest. The name itself is
-    checked by the API when the version is looked up."""
-    text = ref.strip()
-    body = text[len(URI_PREFIX):] if text.startswith(URI_PREFIX) else text
-    parts = body.split("/")
-    if len(parts) > 2 or not parts[0]:
-        raise InvalidValueError(
-            f"dataset reference {ref!r} is not valid; use NAME, NAME/VERSION or "
-            f"{URI_PREFIX}NAME/VERSION", field="dataset")
-    if len(parts) == 1 or parts[1] == "latest":
-        return parts[0], None
-    number = parts[1]
-    if not number.isdigit() or int(number) < 1:
-        raise InvalidValueError(
-            f"version {number!r} in dataset reference {ref!r} is not valid; use a positive "
-            "number or 'latest'", field="version")
-    return parts[0], int(number)
-
 
 def _get(ws: Workspace, ref: str) -> DatasetVersion:
     import tidal

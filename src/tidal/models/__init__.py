@@ -37,6 +37,14 @@ _EXPORTS: dict[str, str] = {
     "trained_on": "tidal.models.registry",
     "transition": "tidal.models.registry",
     "update_model": "tidal.models.registry",
+    "GateReport": "tidal.models.gates",
+    "GateResult": "tidal.models.gates",
+    "better_than_champion": "tidal.models.gates",
+    "latency_budget": "tidal.models.gates",
+    "metric_threshold": "tidal.models.gates",
+    "signature_compatible": "tidal.models.gates",
+    "size_limit": "tidal.models.gates",
+    "validate": "tidal.models.gates",
     "LoadedModel": "tidal.models.loaded",
     "load": "tidal.models.loaded",
 }
@@ -46,6 +54,8 @@ __all__ = [
     "ColumnSpec",
     "Flavor",
     "FlavorNotFoundError",
+    "GateReport",
+    "GateResult",
     "IllegalTransitionError",
     "LibraryVersionWarning",
     "LoadedModel",
@@ -58,20 +68,26 @@ __all__ = [
     "TensorSpec",
     "UntrustedModelError",
     "alias_history",
+    "better_than_champion",
     "delete_alias",
     "flavor_names",
     "get_model",
     "get_version",
     "infer_signature",
+    "latency_budget",
     "list_models",
     "list_versions",
     "load",
+    "metric_threshold",
     "register",
     "register_flavor",
     "set_alias",
+    "signature_compatible",
+    "size_limit",
     "trained_on",
     "transition",
     "update_model",
+    "validate",
 ]
 
 if TYPE_CHECKING:
@@ -84,6 +100,16 @@ if TYPE_CHECKING:
     from tidal.models.flavors.base import Flavor, ModelFiles
     from tidal.models.flavors.pickled import UntrustedModelError
     from tidal.models.flavors.registry import FlavorNotFoundError, flavor_names, register_flavor
+    from tidal.models.gates import (
+        GateReport,
+        GateResult,
+        better_than_champion,
+        latency_budget,
+        metric_threshold,
+        signature_compatible,
+        size_limit,
+        validate,
+    )
     from tidal.models.loaded import LoadedModel, load
     from tidal.models.registry import (
         ModelVersion,

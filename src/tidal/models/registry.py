@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from tidal.data.uri import URI_PREFIX, parse_ref
 from tidal.errors import InvalidValueError
 from tidal.ids import check_name, new_id, now_ms
 from tidal.models.errors import AliasNotFoundError, IllegalTransitionError, ModelNotFoundError
@@ -346,11 +347,10 @@ def _dataset_ids(ws: Workspace, datasets: Any, run_id: str | None) -> list[str]:
     ids: list[str] = []
     for item in datasets:
         if isinstance(item, str):
-            if not item.startswith("datasets:/"):
+            if not item.startswith(URI_PREFIX):
                 raise InvalidValueError(f"dataset {item!r} is not a dataset version URI "
-                                        "(datasets:/NAME/VERSION)", field="datasets")
-            name, _, number = item.removeprefix("datasets:/").partition("/")
-            item = get(name, number or None, workspace=ws)
+                                        f"({URI_PREFIX}NAME/VERSION)", field="datasets")
+            item = get(*parse_ref(item), workspace=ws)
         if not isinstance(item, DatasetVersion):
             raise InvalidValueError(f"datasets takes dataset versions or their URIs, got "
                                     f"{type(item).__name__}", field="datasets")
