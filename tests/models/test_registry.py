@@ -237,7 +237,7 @@ def test_bad_registration_arguments_are_refused(workspace):
         tidal.models.register("m", object())
     with pytest.raises(InvalidValueError, match="failed to predict on input_example"):
         tidal.models.register("m", model, input_example=frame[["age"]])
-    with pytest.raises(InvalidValueError, match="takes no flavor_options"):
+    with pytest.raises(InvalidValueError, match="does not take the flavor_options"):
         tidal.models.register("m", model, flavor_options={"compress": True})
     with pytest.raises(InvalidValueError):
         tidal.models.register("m", model, tags={"": "x"})

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tidal.errors import missing_dependency
+from tidal.errors import InvalidValueError, missing_dependency
 
 
 class ModelFiles(ABC):
@@ -74,7 +74,8 @@ class Flavor(ABC):
 
     @abstractmethod
     def predict(self, model: Any, data: Any) -> Any:
-        """Predictions for a batch of rows."""
+        """Predictions for a batch of rows. Also called on the model object being registered
+        (before it is saved), to infer its signature from the input example."""
 
     def predict_proba(self, model: Any, data: Any) -> Any:
         """Class probabilities, or raise NotImplementedError when the model has none."""
@@ -82,6 +83,14 @@ class Flavor(ABC):
 
     def has_predict_proba(self, model: Any) -> bool:
         return False
+
+    def check_options(self, options: Mapping[str, Any], allowed: tuple[str, ...] = ()) -> None:
+        """Refuse flavor_options this flavor does not know, naming those it does."""
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            accepted = ", ".join(repr(a) for a in allowed) if allowed else "none"
+            raise InvalidValueError(f"the {self.name} flavor does not take the flavor_options "
+                                    f"{unknown}; it takes {accepted}", field="flavor_options")
 
     def import_library(self, module: str) -> Any:
         """Import the flavor's library, or raise the error that names the extra to install."""

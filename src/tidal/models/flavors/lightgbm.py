@@ -71,10 +71,7 @@ class LightGBMFlavor(Flavor):
         return from_module(model, "lightgbm")
 
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-        if options:
-            raise InvalidValueError(
-                f"the lightgbm flavor takes no flavor_options, got {sorted(options)}",
-                field="flavor_options")
+        self.check_options(options)
         lgb = self.import_library("lightgbm")
         kind = _kind(lgb, model)
         booster = model if kind == "booster" else _fitted_booster(lgb, model)

@@ -115,10 +115,7 @@ class ONNXFlavor(Flavor):
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         """Write the serialized graph, after ONNX's checker has found it well formed, so that
         a broken graph is refused when registered rather than when served."""
-        if options:
-            raise InvalidValueError(
-                f"the onnx flavor takes no flavor_options, got {sorted(options)}",
-                field="flavor_options")
+        self.check_options(options)
         onnx = self.import_library("onnx")
         if not isinstance(model, onnx.ModelProto):
             raise InvalidValueError(f"the onnx flavor stores an onnx.ModelProto, got a "

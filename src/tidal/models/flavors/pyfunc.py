@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tidal.errors import InvalidValueError
 from tidal.models.flavors.base import Flavor, ModelFiles
 from tidal.models.flavors.pickled import refuse_untrusted
 
@@ -28,9 +27,7 @@ class PyFuncFlavor(Flavor):
         return callable(getattr(model, "predict", None)) and not isinstance(model, type)
 
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-        if options:
-            raise InvalidValueError(f"the pyfunc flavor takes no flavor_options, got "
-                                    f"{sorted(options)}", field="flavor_options")
+        self.check_options(options)
         cloudpickle = self.import_library("cloudpickle")
         (directory / FILE).write_bytes(cloudpickle.dumps(model, protocol=5))
         return {"class": f"{type(model).__module__}.{type(model).__qualname__}"}

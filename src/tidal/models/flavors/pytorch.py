@@ -23,8 +23,6 @@ from tidal.models.flavors.base import Flavor, ModelFiles
 
 WEIGHTS_FILE = "weights.safetensors"
 
-OPTIONS = frozenset({"init_kwargs"})
-
 
 class ModuleClassError(TidalError):
     """The class a stored PyTorch model declares cannot be imported, or is no torch Module."""
@@ -43,10 +41,7 @@ class PyTorchFlavor(Flavor):
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
         """Store the weights and the declared module, after proving that the declared class,
         built with ``init_kwargs``, takes the weights back exactly."""
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise InvalidValueError(f"the pytorch flavor takes only the flavor option "
-                                    f"'init_kwargs', got {unknown}", field="flavor_options")
+        self.check_options(options, ("init_kwargs",))
         torch = self.import_library("torch")
         safetensors_torch = self.import_library("safetensors.torch")
         target = _declared_class(model)

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from tidal.errors import InvalidValueError
 from tidal.models.flavors.base import Flavor, ModelFiles, from_module
 from tidal.models.flavors.pickled import refuse_untrusted
 
@@ -38,10 +37,7 @@ class RiverFlavor(Flavor):
         return from_module(model, "river")
 
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-        if options:
-            raise InvalidValueError(
-                f"the river flavor takes no flavor_options, got {sorted(options)}",
-                field="flavor_options")
+        self.check_options(options)
         (directory / MODEL_FILE).write_bytes(pickle.dumps(model, protocol=PICKLE_PROTOCOL))
         return {}
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tidal.errors import InvalidValueError
 from tidal.models.flavors.base import Flavor, ModelFiles, from_module
 from tidal.models.flavors.pickled import UntrustedModelError
 
@@ -37,9 +36,7 @@ class SklearnFlavor(Flavor):
         return from_module(model, "sklearn")
 
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-        if options:
-            raise InvalidValueError(f"the sklearn flavor takes no flavor_options, got "
-                                    f"{sorted(options)}", field="flavor_options")
+        self.check_options(options)
         skops_io = self.import_library("skops.io")
         skops_io.dump(model, directory / FILE)
         return {"estimator": f"{type(model).__module__}.{type(model).__qualname__}",

@@ -35,10 +35,7 @@ class XGBoostFlavor(Flavor):
         return from_module(model, "xgboost")
 
     def save(self, model: Any, directory: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-        if options:
-            raise InvalidValueError(
-                f"the xgboost flavor takes no flavor_options, got {sorted(options)}",
-                field="flavor_options")
+        self.check_options(options)
         xgb = self.import_library("xgboost")
         wrapper = _wrapper_name(xgb, model)
         if wrapper != BOOSTER and not model.__sklearn_is_fitted__():
