@@ -25,6 +25,7 @@ from tidal.models import (
     ModelNotFoundError,
     SignatureMismatchError,
 )
+from tidal.models.loaded import clear_cache
 
 
 def training_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -201,7 +202,7 @@ def test_a_signature_mismatch_names_every_bad_column(trained):
 
 def test_a_corrupted_artifact_is_refused_before_it_is_deserialized(trained):
     *_, version = trained
-    tidal.models.loaded.clear_cache()
+    clear_cache()
     digest = version.files["model.skops"]["digest"]
     path = version.workspace.artifacts._blob_path(digest)
     if version.workspace.artifacts.is_local:
@@ -216,7 +217,7 @@ def test_a_corrupted_artifact_is_refused_before_it_is_deserialized(trained):
 
 def test_a_missing_flavor_dependency_names_the_extra(trained, monkeypatch):
     *_, version = trained
-    tidal.models.loaded.clear_cache()
+    clear_cache()
     import sys
 
     monkeypatch.setitem(sys.modules, "skops.io", None)  # as if skops were not installed

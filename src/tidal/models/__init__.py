@@ -12,6 +12,7 @@ _EXPORTS: dict[str, str] = {
     "AliasNotFoundError": "tidal.models.errors",
     "IllegalTransitionError": "tidal.models.errors",
     "LibraryVersionWarning": "tidal.models.errors",
+    "ModelLoadError": "tidal.models.errors",
     "ModelNotFoundError": "tidal.models.errors",
     "Flavor": "tidal.models.flavors.base",
     "ModelFiles": "tidal.models.flavors.base",
@@ -60,6 +61,7 @@ __all__ = [
     "LibraryVersionWarning",
     "LoadedModel",
     "ModelFiles",
+    "ModelLoadError",
     "ModelNotFoundError",
     "ModelVersion",
     "RegisteredModel",
@@ -95,6 +97,7 @@ if TYPE_CHECKING:
         AliasNotFoundError,
         IllegalTransitionError,
         LibraryVersionWarning,
+        ModelLoadError,
         ModelNotFoundError,
     )
     from tidal.models.flavors.base import Flavor, ModelFiles

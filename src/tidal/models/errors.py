@@ -19,5 +19,12 @@ class IllegalTransitionError(TidalError):
     status_code = 409
 
 
+class ModelLoadError(TidalError):
+    """The flavor's library refused the stored files (they verify against their digests, so
+    they were stored that way, or the library cannot read what another version wrote)."""
+
+    status_code = 422
+
+
 class LibraryVersionWarning(UserWarning):
     """A model is loaded under another major version of a library than it was saved with."""

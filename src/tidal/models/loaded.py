@@ -13,7 +13,8 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from tidal.models.errors import LibraryVersionWarning
+from tidal.errors import TidalError
+from tidal.models.errors import LibraryVersionWarning, ModelLoadError
 from tidal.models.flavors.base import Flavor
 from tidal.models.flavors.pickled import refuse_untrusted
 from tidal.models.flavors.registry import get_flavor
@@ -97,7 +98,15 @@ def load_version(model_version: ModelVersion, *, trust: bool = False) -> LoadedM
     if not flavor.safe and not trust:
         raise refuse_untrusted(flavor.name, "pickle")
     _warn_on_other_majors(model_version)
-    raw = flavor.load(model_version.stored_files(), model_version.flavor_metadata, trust=trust)
+    try:
+        raw = flavor.load(model_version.stored_files(), model_version.flavor_metadata,
+                          trust=trust)
+    except TidalError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a library's own refusal, reported as ours
+        raise ModelLoadError(
+            f"{model_version.uri} could not be loaded by the {flavor.name} flavor: "
+            f"{type(error).__name__}: {error}") from error
     loaded = LoadedModel(model_version, flavor, raw)
     with _lock:
         return _cache.setdefault(key, loaded)
