@@ -55,7 +55,7 @@ def trained(workspace):
 
 
 def test_versions_are_numbered_and_immutable_records(trained):
-    frame, _, model, _, first = trained
+    frame, _, _, _, first = trained
     second = tidal.models.register("ctr", fit(frame, c=0.1), input_example=frame.head(3)
                                    .drop(columns="label"))
     assert (first.version, second.version) == (1, 2)

@@ -144,7 +144,7 @@ def test_every_flavor_round_trips_through_a_fresh_process(workspace, backend, tm
         specs.append(f"{flavor}:{int(trust)}:{method}")
     env = {**os.environ, **backend.env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path), *specs], env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr
     for flavor, (*_, expected) in built.items():
         loaded = np.load(tmp_path / f"{flavor}-loaded.npy", allow_pickle=False)

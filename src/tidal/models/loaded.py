@@ -103,7 +103,7 @@ def load_version(model_version: ModelVersion, *, trust: bool = False) -> LoadedM
                           trust=trust)
     except TidalError:
         raise
-    except Exception as error:  # noqa: BLE001 - a library's own refusal, reported as ours
+    except Exception as error:  # a library's own refusal, reported as ours
         raise ModelLoadError(
             f"{model_version.uri} could not be loaded by the {flavor.name} flavor: "
             f"{type(error).__name__}: {error}") from error

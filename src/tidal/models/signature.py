@@ -256,7 +256,8 @@ def _infer_spec(data: Any, what: str) -> Spec:
         if data.ndim == 0:
             raise InvalidValueError(f"{what} is a scalar; give a batch of rows",
                                     field=what.replace(" ", "_"))
-        return TensorSpec(data.dtype.name, (-1, *data.shape[1:]))
+        dtype = data.dtype.name if data.dtype.kind in "biuf" else "object"
+        return TensorSpec(dtype, (-1, *data.shape[1:]))
     if hasattr(data, "detach") and hasattr(data, "numpy"):  # a torch tensor
         return _infer_spec(data.detach().cpu().numpy(), what)
     if isinstance(data, pd.Series):
@@ -402,11 +403,14 @@ def _validate_columns(specs: tuple[ColumnSpec, ...], frame: pd.DataFrame,
     return pd.DataFrame(out, index=frame.index)[names]
 
 
-def _tensor_castable(source: str, target: str) -> bool:
+def _tensor_castable(source: Any, target: Any) -> bool:
     import numpy as np
 
-    return bool(np.can_cast(np.dtype(source), np.dtype(target), casting="same_kind")) \
-        or (np.dtype(source).kind in "iub" and np.dtype(target).kind == "f")
+    source, target = np.dtype(source), np.dtype(target)
+    if target.kind == "O":
+        return True
+    return bool(np.can_cast(source, target, casting="same_kind")) \
+        or (source.kind in "iub" and target.kind == "f")
 
 
 def _shapes_compatible(actual: Sequence[int], expected: Sequence[int]) -> bool:
@@ -433,8 +437,10 @@ def _validate_tensor(spec: TensorSpec, data: Any) -> np.ndarray:
     if not _shapes_compatible(data.shape, spec.shape):
         problems.append(f"shape {list(data.shape)} does not fit {list(spec.shape)} "
                         "(-1: any size)")
-    if data.dtype.name != spec.dtype and not _tensor_castable(data.dtype.name, spec.dtype):
-        problems.append(f"dtype {data.dtype.name} cannot be cast to {spec.dtype}")
+    if data.dtype.name != spec.dtype and not _tensor_castable(data.dtype, spec.dtype):
+        problems.append(f"dtype {data.dtype} cannot be cast to {spec.dtype}")
     if problems:
         raise SignatureMismatchError(problems)
-    return data if data.dtype.name == spec.dtype else data.astype(spec.dtype)
+    if data.dtype.name == spec.dtype or spec.dtype == "object":
+        return data
+    return data.astype(spec.dtype)
