@@ -329,7 +329,6 @@ def transition(
     artifacts: ArtifactsOption = None,
 ) -> None:
     """Move a version to another stage."""
-    from tidal.models.errors import IllegalTransitionError
     from tidal.models.registry import transition as move
 
     parsed = parse_model_uri(ref)
@@ -338,12 +337,7 @@ def transition(
                                 f"{parsed.name}@champion; a transition never picks the newest "
                                 "version by itself", field="version")
     ws = open_workspace(ctx, workspace, artifacts)
-    try:
-        moved = move(str(parsed), stage, reason=reason, by=by, workspace=ws)
-    except IllegalTransitionError as error:
-        # The stage is this command's argument: a move the stage graph or the gates forbid
-        # is a wrong argument (exit 2), as a stage that does not exist is.
-        raise InvalidValueError(error.message, field=error.field) from None
+    moved = move(str(parsed), stage, reason=reason, by=by, workspace=ws)
     last = moved.transitions()[-1]
     if json:
         render.print_json({**moved.to_dict(), "transition": last})

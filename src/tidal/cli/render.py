@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tidal.formatting import (  # noqa: F401 - the commands format values through render
+    MISSING,
+    format_bytes,
+    format_number,
+    is_missing,
+)
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
     from tidal.errors import TidalError
-
-#: Shown where a value is absent.
-MISSING = "—"
 
 _STATUS_STYLES = {"finished": "green", "running": "cyan", "failed": "red", "killed": "yellow"}
 
@@ -131,15 +135,6 @@ def print_json(data: Any) -> None:
 
 # -- values -----------------------------------------------------------------------------------
 
-def is_missing(value: Any) -> bool:
-    """None, NaN, or one of pandas' missing markers."""
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return math.isnan(value)
-    return type(value).__name__ in ("NaTType", "NAType")
-
-
 def as_datetime(value: Any) -> datetime | None:
     """A timezone-aware datetime from a datetime, a pandas Timestamp or epoch milliseconds."""
     if is_missing(value):
@@ -180,40 +175,12 @@ def format_duration(seconds: float | None) -> str:
     return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
 
 
-def format_bytes(size: float | None) -> str:
-    """Binary units: ``512 B``, ``1.5 KiB``, ``23.4 MiB``."""
-    if is_missing(size):
-        return MISSING
-    assert size is not None
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def format_cost(usd: float | None) -> str:
     """US dollars: cents for amounts of a cent and more, six decimals below."""
     if is_missing(usd):
         return MISSING
     assert usd is not None
     return f"${usd:,.2f}" if abs(usd) >= 0.01 else f"${usd:.6f}"
-
-
-def format_number(value: Any, digits: int = 6) -> str:
-    """A metric value: integers as integers, other numbers to ``digits`` significant digits."""
-    if value is None:
-        return MISSING
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def format_value(value: Any) -> str:

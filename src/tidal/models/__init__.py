@@ -46,6 +46,9 @@ _EXPORTS: dict[str, str] = {
     "signature_compatible": "tidal.models.gates",
     "size_limit": "tidal.models.gates",
     "validate": "tidal.models.gates",
+    "ModelCard": "tidal.models.cards",
+    "build_card": "tidal.models.cards",
+    "write_card": "tidal.models.cards",
     "LoadedModel": "tidal.models.loaded",
     "load": "tidal.models.loaded",
 }
@@ -60,6 +63,7 @@ __all__ = [
     "IllegalTransitionError",
     "LibraryVersionWarning",
     "LoadedModel",
+    "ModelCard",
     "ModelFiles",
     "ModelLoadError",
     "ModelNotFoundError",
@@ -71,6 +75,7 @@ __all__ = [
     "UntrustedModelError",
     "alias_history",
     "better_than_champion",
+    "build_card",
     "delete_alias",
     "flavor_names",
     "get_model",
@@ -90,9 +95,11 @@ __all__ = [
     "transition",
     "update_model",
     "validate",
+    "write_card",
 ]
 
 if TYPE_CHECKING:
+    from tidal.models.cards import ModelCard, build_card, write_card
     from tidal.models.errors import (
         AliasNotFoundError,
         IllegalTransitionError,

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidal.cli.render import MISSING, format_bytes, format_number
 from tidal.errors import InvalidValueError
+from tidal.formatting import MISSING, format_bytes, format_number
 from tidal.models.registry import (
     AliasEvent,
     ModelVersion,
@@ -314,12 +314,12 @@ def write_card(uri: str | ModelVersion, directory: str | Path, *,
 
 
 def latest_gate_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The results of the latest gate run among ``ModelVersion.gate_results()`` (one run's
-    results share one timestamp): what decides whether a version may be validated."""
+    """The results of the latest gate run among ``ModelVersion.gate_results()`` (oldest
+    first): what decides whether a version may be validated."""
     if not results:
         return []
-    last = max(r["created_at"] for r in results)
-    return [r for r in results if r["created_at"] == last]
+    last = results[-1]["gate_run_id"]
+    return [r for r in results if r["gate_run_id"] == last]
 
 
 def alias_change(event: AliasEvent) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidal.errors import NotFoundError, TidalError
+from tidal.errors import InvalidValueError, NotFoundError, TidalError
 
 
 class ModelNotFoundError(NotFoundError):
@@ -13,8 +13,9 @@ class AliasNotFoundError(ModelNotFoundError):
     """The model has no alias of that name."""
 
 
-class IllegalTransitionError(TidalError):
-    """A version cannot move from its stage to the one asked for."""
+class IllegalTransitionError(InvalidValueError):
+    """A version cannot move from its stage to the one asked for (or an alias cannot point at
+    it): the stage asked for is a wrong value, refused with the moves that are allowed."""
 
     status_code = 409
 

@@ -132,8 +132,10 @@ class ModelVersion:
         with self.workspace.db.read() as conn:
             rows = conn.execute(select(gate_results).where(
                 gate_results.c.model_version_id == self.id)
-                .order_by(gate_results.c.created_at)).all()
-        return [{"gate": r.gate, "passed": r.passed, "reasons": json.loads(r.reasons),
+                .order_by(gate_results.c.created_at, gate_results.c.gate_run_id,
+                          gate_results.c.position)).all()
+        return [{"gate_run_id": r.gate_run_id, "gate": r.gate, "passed": r.passed,
+                 "reasons": json.loads(r.reasons),
                  "details": json.loads(r.details), "created_at": _datetime(r.created_at),
                  "created_by": r.created_by} for r in rows]
 
@@ -467,31 +469,34 @@ def register(name: str, model: Any, run: Any = None, signature: Any = None,
 
 # -- listing --------------------------------------------------------------------------------
 
-def list_models(*, workspace: Workspace | None = None) -> list[RegisteredModel]:
-    ws = _workspace(workspace)
-    with ws.db.read() as conn:
-        rows = conn.execute(select(registered_models).order_by(registered_models.c.name)).all()
-        latest = dict(conn.execute(select(model_versions.c.model_id,
-                                          func.max(model_versions.c.version))
-                                   .group_by(model_versions.c.model_id)).all())
-        aliases: dict[str, dict[str, int]] = {}
-        for model_id, alias, number in conn.execute(
-                select(model_aliases.c.model_id, model_aliases.c.alias, model_aliases.c.version)
-                .order_by(model_aliases.c.alias)):
-            aliases.setdefault(model_id, {})[alias] = number
+def _registered(conn: Connection, condition: Any) -> list[RegisteredModel]:
+    rows = conn.execute(select(registered_models).where(condition)
+                        .order_by(registered_models.c.name)).all()
+    ids = [r.id for r in rows]
+    latest = dict(conn.execute(select(model_versions.c.model_id,
+                                      func.max(model_versions.c.version))
+                               .where(model_versions.c.model_id.in_(ids))
+                               .group_by(model_versions.c.model_id)).all())
+    aliases: dict[str, dict[str, int]] = {}
+    for model_id, alias, number in conn.execute(
+            select(model_aliases.c.model_id, model_aliases.c.alias, model_aliases.c.version)
+            .where(model_aliases.c.model_id.in_(ids)).order_by(model_aliases.c.alias)):
+        aliases.setdefault(model_id, {})[alias] = number
     return [RegisteredModel(r.name, r.description, r.owner, r.purpose, latest.get(r.id),
                             aliases.get(r.id, {}), _datetime(r.created_at), r.created_by)
             for r in rows]
 
 
+def list_models(*, workspace: Workspace | None = None) -> list[RegisteredModel]:
+    with _workspace(workspace).db.read() as conn:
+        return _registered(conn, registered_models.c.id.is_not(None))
+
+
 def get_model(name: str, *, workspace: Workspace | None = None) -> RegisteredModel:
     name = check_name(name, what="model")
-    for model in list_models(workspace=workspace):
-        if model.name == name:
-            return model
     with _workspace(workspace).db.read() as conn:
-        _require_model(conn, name)
-    raise ModelNotFoundError(f"no model named {name!r}", field="name")  # pragma: no cover
+        model_id = _require_model(conn, name)
+        return _registered(conn, registered_models.c.id == model_id)[0]
 
 
 def list_versions(name: str, *, workspace: Workspace | None = None) -> list[ModelVersion]:
@@ -684,13 +689,13 @@ def transition(name_or_uri: str, stage: str, *, reason: str, version: int | str 
 
 def _latest_gate_failures(conn: Connection, version_id: str) -> list[str] | None:
     """Names of the gates that failed in the latest gate run, or None when none ran."""
-    last = conn.execute(select(func.max(gate_results.c.created_at))
-                        .where(gate_results.c.model_version_id == version_id)).scalar()
-    if last is None:
+    latest = conn.execute(select(gate_results.c.gate_run_id).where(
+        gate_results.c.model_version_id == version_id)
+        .order_by(gate_results.c.created_at.desc()).limit(1)).scalar()
+    if latest is None:
         return None
     rows = conn.execute(select(gate_results.c.gate, gate_results.c.passed).where(
-        gate_results.c.model_version_id == version_id,
-        gate_results.c.created_at == last)).all()
+        gate_results.c.gate_run_id == latest)).all()
     return [gate for gate, passed in rows if not passed]
 
 
@@ -707,14 +712,15 @@ def record_gate_results(version: ModelVersion, results: Sequence[Any]) -> None:
     """Store one gate run's results (GateResult objects) with one timestamp."""
     from tidal.tracking.environment import user_name
 
-    now, user = now_ms(), user_name()
+    now, user, gate_run_id = now_ms(), user_name(), new_id()
 
     def work(conn: Connection) -> None:
         conn.execute(insert(gate_results), [{
-            "id": new_id(), "model_version_id": version.id, "gate": r.name,
+            "id": new_id(), "model_version_id": version.id, "gate_run_id": gate_run_id,
+            "position": position, "gate": r.name,
             "passed": r.passed, "reasons": json.dumps(list(r.reasons)),
             "details": json.dumps(r.details, default=str), "created_at": now,
-            "created_by": user} for r in results])
+            "created_by": user} for position, r in enumerate(results)])
 
     version.workspace.db.write(work)
 

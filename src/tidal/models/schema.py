@@ -114,6 +114,9 @@ gate_results = Table(
     metadata,
     Column("id", Id, primary_key=True),
     Column("model_version_id", Id, ForeignKey("model_versions.id"), nullable=False, index=True),
+    # one id per call of validate(): the results of one gate run, read back together
+    Column("gate_run_id", Id, nullable=False),
+    Column("position", Integer, nullable=False),
     Column("gate", String(KEY_LENGTH), nullable=False),
     Column("passed", Boolean, nullable=False),
     Column("reasons", Text, nullable=False),

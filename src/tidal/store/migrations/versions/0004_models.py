@@ -112,6 +112,8 @@ def upgrade() -> None:
         "gate_results",
         sa.Column("id", _ID, nullable=False),
         sa.Column("model_version_id", _ID, nullable=False),
+        sa.Column("gate_run_id", _ID, nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("gate", _NAME, nullable=False),
         sa.Column("passed", sa.Boolean(), nullable=False),
         sa.Column("reasons", sa.Text(), nullable=False),
