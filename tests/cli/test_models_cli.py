@@ -12,7 +12,7 @@ import pytest
 import tidal
 from tests.cli.conftest import Invoke, assert_clean_error, strict_json
 from tests.models.test_cards import Churn, GateResult, register_churn
-from tidal.models.registry import record_gate_results
+from tidal.models.stages import record_gate_results
 from tidal.store.workspace import close_all
 
 

@@ -22,7 +22,7 @@ import tidal
 from tidal.errors import InvalidValueError
 from tidal.models import ModelNotFoundError, ModelVersion
 from tidal.models.cards import Fields, ModelCard, Section, Table, build_card, write_card
-from tidal.models.registry import record_gate_results
+from tidal.models.stages import record_gate_results
 from tidal.store.workspace import Workspace
 
 DESCRIPTION = "Predicts churn <script>alert('owned')</script> & more"

@@ -65,7 +65,7 @@ def test_a_challenger_that_passes_every_gate_is_validated(champion_and_challenge
 
 
 def test_failed_gates_keep_the_version_registered_and_say_why(champion_and_challenger):
-    champion, challenger, holdout = champion_and_challenger
+    champion, _, holdout = champion_and_challenger
     report = validate(champion.uri, [
         metric_threshold("accuracy", minimum=0.95),
         metric_threshold("recall", minimum=0.5),

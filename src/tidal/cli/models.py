@@ -248,7 +248,7 @@ def alias(
     artifacts: ArtifactsOption = None,
 ) -> None:
     """Point an alias at a version, remove it, or show its history."""
-    from tidal.models import registry
+    from tidal.models import aliases
 
     if delete and history:
         raise InvalidValueError("--delete and --history cannot be combined", field="alias")
@@ -266,7 +266,7 @@ def alias(
     ws = open_workspace(ctx, workspace, artifacts)
     out = render.console()
     if history:
-        events = registry.alias_history(name, alias_name, workspace=ws)
+        events = aliases.alias_history(name, alias_name, workspace=ws)
         if json:
             render.print_json(events)
         else:
@@ -274,14 +274,14 @@ def alias(
         return
     assert alias_name is not None
     if delete:
-        registry.delete_alias(name, alias_name, reason=reason, workspace=ws)
+        aliases.delete_alias(name, alias_name, reason=reason, workspace=ws)
         if json:
             render.print_json({"name": name, "alias": alias_name, "deleted": True})
         else:
             out.print(f"Removed alias {alias_name} of {name}.", markup=False)
         return
     assert version is not None
-    pointed = registry.set_alias(name, alias_name, version, reason=reason, workspace=ws)
+    pointed = aliases.set_alias(name, alias_name, version, reason=reason, workspace=ws)
     if json:
         render.print_json(pointed.to_dict())
     else:
@@ -329,7 +329,7 @@ def transition(
     artifacts: ArtifactsOption = None,
 ) -> None:
     """Move a version to another stage."""
-    from tidal.models.registry import transition as move
+    from tidal.models.stages import transition as move
 
     parsed = parse_model_uri(ref)
     if parsed.version is None and parsed.alias is None:

@@ -27,16 +27,16 @@ _EXPORTS: dict[str, str] = {
     "infer_signature": "tidal.models.signature",
     "ModelVersion": "tidal.models.registry",
     "RegisteredModel": "tidal.models.registry",
-    "alias_history": "tidal.models.registry",
-    "delete_alias": "tidal.models.registry",
+    "alias_history": "tidal.models.aliases",
+    "delete_alias": "tidal.models.aliases",
     "get_model": "tidal.models.registry",
     "get_version": "tidal.models.registry",
     "list_models": "tidal.models.registry",
     "list_versions": "tidal.models.registry",
     "register": "tidal.models.registry",
-    "set_alias": "tidal.models.registry",
+    "set_alias": "tidal.models.aliases",
     "trained_on": "tidal.models.registry",
-    "transition": "tidal.models.registry",
+    "transition": "tidal.models.stages",
     "update_model": "tidal.models.registry",
     "GateReport": "tidal.models.gates",
     "GateResult": "tidal.models.gates",
@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from tidal.models.aliases import alias_history, delete_alias, set_alias
     from tidal.models.cards import ModelCard, build_card, write_card
     from tidal.models.errors import (
         AliasNotFoundError,
@@ -124,16 +125,12 @@ if TYPE_CHECKING:
     from tidal.models.registry import (
         ModelVersion,
         RegisteredModel,
-        alias_history,
-        delete_alias,
         get_model,
         get_version,
         list_models,
         list_versions,
         register,
-        set_alias,
         trained_on,
-        transition,
         update_model,
     )
     from tidal.models.signature import (
@@ -143,6 +140,7 @@ if TYPE_CHECKING:
         TensorSpec,
         infer_signature,
     )
+    from tidal.models.stages import transition
 
 
 def __getattr__(name: str) -> Any:

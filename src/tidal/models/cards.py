@@ -22,15 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.errors import InvalidValueError
 from tidal.formatting import MISSING, format_bytes, format_number
-from tidal.models.registry import (
-    AliasEvent,
-    ModelVersion,
-    Transition,
-    alias_history,
-    get_model,
-    get_version,
-)
+from tidal.models.aliases import AliasEvent, alias_history
+from tidal.models.registry import ModelVersion, get_model, get_version
 from tidal.models.signature import Signature, Spec, TensorSpec
+from tidal.models.stages import Transition
 from tidal.store.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -17,12 +17,8 @@ from typing import Any
 
 from tidal.errors import InvalidValueError, TidalError
 from tidal.models.errors import ModelNotFoundError
-from tidal.models.registry import (
-    ModelVersion,
-    get_version,
-    record_gate_results,
-    transition,
-)
+from tidal.models.registry import ModelVersion, get_version
+from tidal.models.stages import record_gate_results, transition
 from tidal.store.workspace import Workspace
 
 

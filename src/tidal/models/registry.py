@@ -1,4 +1,4 @@
-"""The model registry: immutable numbered versions, aliases with history, and stage transitions.
+"""The model registry: immutable numbered versions of models, with their lineage.
 
 ``register`` saves a model through its flavor, stores the files as blobs and records, in one
 transaction, the next version number with its signature, library versions, the run that made
@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from tidal.data.uri import URI_PREFIX, parse_ref
 from tidal.errors import InvalidValueError
 from tidal.ids import check_name, new_id, now_ms
-from tidal.models.errors import AliasNotFoundError, IllegalTransitionError, ModelNotFoundError
+from tidal.models.errors import AliasNotFoundError, ModelNotFoundError
 from tidal.models.flavors.base import Flavor
 from tidal.models.flavors.registry import detect_flavor, get_flavor
 from tidal.models.package import (
@@ -32,7 +32,6 @@ from tidal.models.package import (
 )
 from tidal.models.schema import (
     gate_results,
-    model_alias_events,
     model_aliases,
     model_transitions,
     model_version_datasets,
@@ -45,18 +44,8 @@ from tidal.store.workspace import Workspace, current_workspace
 
 if TYPE_CHECKING:
     from tidal.data.versions import DatasetVersion
+    from tidal.models.stages import Transition
     from tidal.tracking.run import Run
-
-#: The stages a version moves through, in order, and the moves allowed from each.
-STAGES = ("registered", "validated", "approved", "deployed", "archived")
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "registered": ("validated", "archived"),
-    "validated": ("approved", "registered", "archived"),
-    "approved": ("deployed", "registered", "archived"),
-    "deployed": ("approved", "archived"),
-    "archived": (),
-}
-
 
 def _datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
@@ -125,6 +114,8 @@ class ModelVersion:
                          f"version id {self.source_version_id}")
 
     def transitions(self) -> list[Transition]:
+        from tidal.models.stages import stage_history
+
         return stage_history(self)
 
     def gate_results(self) -> list[dict[str, Any]]:
@@ -164,26 +155,6 @@ class RegisteredModel:
         data = dict(self.__dict__)
         data["created_at"] = self.created_at.isoformat()
         return data
-
-
-@dataclass(frozen=True)
-class Transition:
-    version: int
-    from_stage: str | None
-    to_stage: str
-    reason: str
-    at: datetime
-    by: str | None
-
-
-@dataclass(frozen=True)
-class AliasEvent:
-    alias: str
-    version: int | None
-    previous_version: int | None
-    reason: str | None
-    at: datetime
-    by: str | None
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -538,189 +509,3 @@ def trained_on(dataset: DatasetVersion | str, *,
         ids = list(conn.execute(select(model_version_datasets.c.model_version_id).where(
             model_version_datasets.c.dataset_version_id == dataset_id)).scalars())
     return _load_all(ws, model_versions.c.id.in_(ids)) if ids else []
-
-
-# -- aliases --------------------------------------------------------------------------------
-
-def set_alias(name: str, alias: str, version: int, *, reason: str | None = None,
-              workspace: Workspace | None = None) -> ModelVersion:
-    """Point ``alias`` of model ``name`` at ``version`` (moving it if it exists)."""
-    from tidal.tracking.environment import user_name
-
-    ws = _workspace(workspace)
-    name = check_name(name, what="model")
-    alias = check_alias(alias)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidValueError(f"version must be a whole number of 1 or more, got {version!r}",
-                                field="version")
-
-    def work(conn: Connection) -> str:
-        version_id = _resolve_id(conn, ModelRef(name, version=version))
-        stage = conn.execute(select(model_versions.c.stage)
-                             .where(model_versions.c.id == version_id)).scalar()
-        if stage == "archived":
-            raise IllegalTransitionError(f"{name}/{version} is archived; an alias cannot point "
-                                         "at an archived version", field="version")
-        model_id = _require_model(conn, name)
-        previous = conn.execute(select(model_aliases.c.version).where(
-            model_aliases.c.model_id == model_id, model_aliases.c.alias == alias)
-            .with_for_update()).scalar()
-        now = now_ms()
-        if previous is None:
-            conn.execute(insert(model_aliases).values(model_id=model_id, alias=alias,
-                                                      version=version, updated_at=now))
-        elif previous != version:
-            conn.execute(update(model_aliases).where(
-                model_aliases.c.model_id == model_id, model_aliases.c.alias == alias)
-                .values(version=version, updated_at=now))
-        if previous != version:
-            conn.execute(insert(model_alias_events).values(
-                id=new_id(), model_id=model_id, alias=alias, version=version,
-                previous_version=previous, reason=reason, created_at=now,
-                created_by=user_name()))
-        return version_id
-
-    version_id = ws.db.write(work)
-    return _load_one(ws, model_versions.c.id == version_id, f"id {version_id}")
-
-
-def delete_alias(name: str, alias: str, *, reason: str | None = None,
-                 workspace: Workspace | None = None) -> None:
-    from tidal.tracking.environment import user_name
-
-    ws = _workspace(workspace)
-    name = check_name(name, what="model")
-    alias = check_alias(alias)
-
-    def work(conn: Connection) -> None:
-        _resolve_id(conn, ModelRef(name, alias=alias))  # AliasNotFoundError names the known ones
-        model_id = _require_model(conn, name)
-        previous = conn.execute(select(model_aliases.c.version).where(
-            model_aliases.c.model_id == model_id, model_aliases.c.alias == alias)).scalar()
-        conn.execute(model_aliases.delete().where(model_aliases.c.model_id == model_id,
-                                                  model_aliases.c.alias == alias))
-        conn.execute(insert(model_alias_events).values(
-            id=new_id(), model_id=model_id, alias=alias, version=None,
-            previous_version=previous, reason=reason, created_at=now_ms(),
-            created_by=user_name()))
-
-    ws.db.write(work)
-
-
-def alias_history(name: str, alias: str | None = None, *,
-                  workspace: Workspace | None = None) -> list[AliasEvent]:
-    """Every move of the model's aliases (or of one alias), oldest first."""
-    ws = _workspace(workspace)
-    name = check_name(name, what="model")
-    with ws.db.read() as conn:
-        model_id = _require_model(conn, name)
-        query = select(model_alias_events).where(model_alias_events.c.model_id == model_id)
-        if alias is not None:
-            query = query.where(model_alias_events.c.alias == check_alias(alias))
-        rows = conn.execute(query.order_by(model_alias_events.c.created_at)).all()
-    if alias is not None and not rows:
-        raise AliasNotFoundError(f"model {name!r} has never had an alias {alias!r}",
-                                 field="alias")
-    return [AliasEvent(r.alias, r.version, r.previous_version, r.reason,
-                       _datetime(r.created_at), r.created_by) for r in rows]
-
-
-# -- stages ---------------------------------------------------------------------------------
-
-def _check_reason(reason: Any) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidValueError("a transition needs a reason: say why the version moves",
-                                field="reason")
-    return reason.strip()
-
-
-def transition(name_or_uri: str, stage: str, *, reason: str, version: int | str | None = None,
-               by: str | None = None, workspace: Workspace | None = None) -> ModelVersion:
-    """Move a version to ``stage``, recording who, when and why.
-
-    Allowed moves: registered -> validated | archived; validated -> approved | registered |
-    archived; approved -> deployed | registered | archived; deployed -> approved | archived.
-    Reaching "validated" also needs the version's latest gate run to have passed
-    (``tidal.models.validate``).
-    """
-    from tidal.tracking.environment import user_name
-
-    ws = _workspace(workspace)
-    if stage not in STAGES:
-        raise InvalidValueError(f"stage {stage!r} is not one of {', '.join(STAGES)}",
-                                field="stage")
-    reason = _check_reason(reason)
-    who = by if by is not None else user_name()
-    ref = _ref(name_or_uri, version)
-
-    def work(conn: Connection) -> str:
-        version_id = _resolve_id(conn, ref)
-        current = conn.execute(select(model_versions.c.stage, model_versions.c.version)
-                               .where(model_versions.c.id == version_id)
-                               .with_for_update()).one()
-        label = f"{ref.name}/{current.version}"
-        allowed = TRANSITIONS[current.stage]
-        if stage not in allowed:
-            accepted = ", ".join(allowed) if allowed else "nothing: archived is final"
-            raise IllegalTransitionError(
-                f"{label} cannot move from {current.stage} to {stage}; from {current.stage} "
-                f"it can move to {accepted}", field="stage")
-        if stage == "validated":
-            failing = _latest_gate_failures(conn, version_id)
-            if failing is None:
-                raise IllegalTransitionError(
-                    f"{label} has no gate results; run tidal.models.validate() with its gates "
-                    "before it can be validated", field="stage")
-            if failing:
-                raise IllegalTransitionError(
-                    f"{label} failed its latest gates ({', '.join(failing)}); it cannot be "
-                    "validated until they pass", field="stage")
-        now = now_ms()
-        conn.execute(update(model_versions).where(model_versions.c.id == version_id)
-                     .values(stage=stage))
-        conn.execute(insert(model_transitions).values(
-            id=new_id(), model_version_id=version_id, from_stage=current.stage, to_stage=stage,
-            reason=reason, created_at=now, created_by=who))
-        return version_id
-
-    version_id = ws.db.write(work)
-    return _load_one(ws, model_versions.c.id == version_id, f"id {version_id}")
-
-
-def _latest_gate_failures(conn: Connection, version_id: str) -> list[str] | None:
-    """Names of the gates that failed in the latest gate run, or None when none ran."""
-    latest = conn.execute(select(gate_results.c.gate_run_id).where(
-        gate_results.c.model_version_id == version_id)
-        .order_by(gate_results.c.created_at.desc()).limit(1)).scalar()
-    if latest is None:
-        return None
-    rows = conn.execute(select(gate_results.c.gate, gate_results.c.passed).where(
-        gate_results.c.gate_run_id == latest)).all()
-    return [gate for gate, passed in rows if not passed]
-
-
-def stage_history(version: ModelVersion) -> list[Transition]:
-    with version.workspace.db.read() as conn:
-        rows = conn.execute(select(model_transitions).where(
-            model_transitions.c.model_version_id == version.id)
-            .order_by(model_transitions.c.created_at)).all()
-    return [Transition(version.version, r.from_stage, r.to_stage, r.reason,
-                       _datetime(r.created_at), r.created_by) for r in rows]
-
-
-def record_gate_results(version: ModelVersion, results: Sequence[Any]) -> None:
-    """Store one gate run's results (GateResult objects) with one timestamp."""
-    from tidal.tracking.environment import user_name
-
-    now, user, gate_run_id = now_ms(), user_name(), new_id()
-
-    def work(conn: Connection) -> None:
-        conn.execute(insert(gate_results), [{
-            "id": new_id(), "model_version_id": version.id, "gate_run_id": gate_run_id,
-            "position": position, "gate": r.name,
-            "passed": r.passed, "reasons": json.dumps(list(r.reasons)),
-            "details": json.dumps(r.details, default=str), "created_at": now,
-            "created_by": user} for position, r in enumerate(results)])
-
-    version.workspace.db.write(work)
-
