@@ -149,3 +149,18 @@ def test_demo_without_scikit_learn(cli: Invoke, ws_dir: Path, monkeypatch: pytes
     assert "pip install 'tidal-mlops[demo]'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not ws_dir.exists()  # nothing was started
+
+
+def test_demo_registers_the_winner_as_a_validated_champion(cli: Invoke, demo_run):
+    home, printed = demo_run
+    assert "Registered: models:/breast-cancer/1 (validated, @champion)" in printed
+    ws = tidal.workspace(home)
+    champion = tidal.models.get_version("models:/breast-cancer@champion", workspace=ws)
+    winner = tidal.get_run(champion.run_id, workspace=ws)
+    assert winner.tags["model_family"] in MODELS and champion.stage == "validated"
+    assert [d.uri for d in champion.datasets()] == ["datasets:/breast_cancer_train/1"]
+    assert all(g["passed"] for g in champion.gate_results())
+    assert champion.signature.inputs.shape == (-1, 30)
+    result = cli("-w", str(home), "models", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["aliases"] == {"champion": 1}

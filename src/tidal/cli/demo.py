@@ -5,7 +5,9 @@ model on scikit-learn's bundled breast-cancer dataset (no download), each in its
 the "demo" experiment, all nested under one "demo-comparison" run. Each run gets the model's
 hyperparameters, the dataset's name and sizes, test-set metrics, timing, learning curves
 where the model has them, and artifacts: a classification report (JSON), the confusion
-matrix and feature importances (CSV).
+matrix and feature importances (CSV). The training split is a dataset version every run
+reads, and the winner is registered as a model version with its signature, passes its gates,
+and becomes the model's champion, so the registry can be explored too.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace, 
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
     from rich.console import Console
 
+    from tidal.data.versions import DatasetVersion
+    from tidal.store.workspace import Workspace
     from tidal.tracking.run import ActiveRun
 
 EXPERIMENT = "demo"
 PARENT_NAME = "demo-comparison"
 DATASET = "breast_cancer"
 TEST_SIZE = 0.25
+MODEL_NAME = "breast-cancer"
 
 #: The comparison's columns: (metric, 'max' or 'min', heading, format).
 SUMMARY = (
@@ -51,6 +57,14 @@ class Data:
     y_test: np.ndarray
     feature_names: list[str]
     target_names: list[str]
+
+    def train_frame(self) -> pd.DataFrame:
+        """The training split as a table: the features by name, and the target."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.x_train, columns=self.feature_names)
+        frame["target"] = self.y_train
+        return frame
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -74,6 +88,7 @@ class Result:
     name: str
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
+    model: Any = None
 
 
 def demo(
@@ -106,13 +121,15 @@ def demo(
 
     specs = _specs(seed)
     results: list[Result] = []
+    training = tidal.datasets.register(f"{DATASET}_train", data.train_frame(), workspace=ws,
+                                       description="the demo's training split")
     with tidal.start_run(EXPERIMENT, name=PARENT_NAME, workspace=ws, params={
             "dataset": DATASET, "test_size": TEST_SIZE, "seed": seed, **data.sizes,
             "models": ",".join(spec.name for spec in specs)},
             tags={"purpose": "demo"}) as parent:
         for number, spec in enumerate(specs, start=1):
             with out.status(f"Training {spec.name} ({number} of {len(specs)})…"):
-                result = _train(spec, data, parent, seed)
+                result = _train(spec, data, parent, seed, training)
             results.append(result)
             out.print(f"  [green]✓[/] {spec.name:<23} roc_auc "
                       f"{result.metrics['roc_auc']:.4f}  fit "
@@ -124,15 +141,20 @@ def demo(
         parent.log_text(_comparison_csv(results), "comparison.csv")
 
     _print_summary(out, results, winner, parent.id, len(data.y_test))
+    with out.status("Registering the winner and running its gates…"):
+        registered = _register(winner, data, ws)
+    out.print(Text.assemble(("Registered: ", "bold"), registered), soft_wrap=True)
     out.print()
     out.print(Text.assemble(("Workspace: ", "bold"), ws.location), soft_wrap=True)
     prefix = state_of(ctx).command_prefix()
     ids = " ".join(r.run_id for r in results)
-    out.print("Explore the runs:", style="bold")
+    out.print("Explore the runs and the registry:", style="bold")
     for command in (f"{prefix} runs list -e {EXPERIMENT} -o 'metrics.roc_auc DESC'",
                     f"{prefix} runs show {winner.run_id}",
                     f"{prefix} runs compare {ids}",
-                    f"{prefix} runs show {parent.id}"):
+                    f"{prefix} runs show {parent.id}",
+                    f"{prefix} models show {MODEL_NAME}@champion",
+                    f"{prefix} models card {MODEL_NAME}/latest"):
         out.print(f"  {command}", markup=False, soft_wrap=True)
 
 
@@ -184,7 +206,8 @@ def _estimator(model: Any) -> Any:
     return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
-def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int) -> Result:
+def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int,
+           training: DatasetVersion) -> Result:
     import numpy as np
     from sklearn.metrics import (
         accuracy_score,
@@ -209,6 +232,7 @@ def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int) -> Result:
 
     with tidal.start_run(name=spec.name, parent=parent, workspace=parent.workspace,
                          params=params, tags={"model_family": spec.name}) as run:
+        run.log_input(training)
         started = time.perf_counter()
         model.fit(data.x_train, data.y_train)
         fit_seconds = time.perf_counter() - started
@@ -242,7 +266,30 @@ def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int) -> Result:
                                     data.target_names), "confusion_matrix.csv")
         if spec.importances is not None:
             run.log_text(spec.importances(model, data), spec.importances_file)
-    return Result(spec.name, run.id, metrics)
+    return Result(spec.name, run.id, metrics, model)
+
+
+def _register(winner: Result, data: Data, ws: Workspace) -> str:
+    """Register the winner, run its gates and, when they pass, make it the champion; returns
+    a line saying what happened."""
+    import tidal
+    from tidal.models import latency_budget, metric_threshold, size_limit, validate
+
+    version = tidal.models.register(
+        MODEL_NAME, winner.model, run=winner.run_id, input_example=data.x_test[:5],
+        description=f"{winner.name}, the demo comparison's best roc_auc", workspace=ws)
+    tidal.models.update_model(MODEL_NAME, workspace=ws, purpose=(
+        "Demonstration only: tells malignant from benign tumours in scikit-learn's "
+        "breast-cancer dataset; not for clinical use"))
+    report = validate(version.uri, [metric_threshold("roc_auc", minimum=0.9),
+                                    latency_budget(100.0, repeats=50),
+                                    size_limit(100_000_000)], workspace=ws)
+    if not report.passed:
+        failed = "; ".join(r.reasons[0] for r in report.failed)
+        return f"{version.uri} (gates failed: {failed})"
+    tidal.models.set_alias(MODEL_NAME, "champion", version.version, workspace=ws,
+                           reason=f"passed its gates; best roc_auc of run {winner.run_id[:8]}")
+    return f"{version.uri} ({report.version.stage}, @champion): {len(report.results)} gates passed"
 
 
 # -- learning curves and importances -----------------------------------------------------------

@@ -17,12 +17,15 @@ from tidal.models.flavors.pickled import UntrustedModelError
 
 FILE = "model.skops"
 
-#: scikit-learn types skops leaves out of its defaults that Tidal trusts. ``Tree`` holds the
-#: nodes of every tree ensemble; skops distrusts it because a crafted file can make predict
-#: read out of bounds (a crash, not code execution). A Tidal blob is verified against the
-#: digest in the metadata store, so crafting one takes write access to both stores.
+#: Types skops leaves out of its defaults that Tidal trusts. ``Tree`` (every tree and forest)
+#: and ``TreePredictor`` (histogram gradient boosting) hold tree nodes; skops distrusts them
+#: because a crafted file can make predict read out of bounds (a crash, not code execution).
+#: A Tidal blob is verified against the digest in the metadata store, so crafting one takes
+#: write access to both stores. ``numpy.dtype`` is data, as estimators keep their input dtype.
 TRUSTED_TYPES = frozenset({
     "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",
 })
 
 
