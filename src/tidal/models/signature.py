@@ -155,27 +155,25 @@ class Signature:
 
     @cached_property
     def _fast_check(self) -> tuple[list[str], list[Any], Any]:
-        """Column names, exact NumPy dtypes (None where only a full check can tell) and the
-        positions of columns that must hold no nulls, for the common case of a frame that
-        already has the right columns and types."""
+        """Column names, a test per column of whether a pandas dtype already is the column's
+        type, and the positions of columns that must hold no nulls: what the common case, a
+        frame that already has the right columns and types, is checked with."""
         import numpy as np
 
         assert not isinstance(self.inputs, TensorSpec)
         names = [c.name for c in self.inputs]
-        dtypes = [np.dtype(c.type) if c.type in _INTS or c.type in _FLOATS or c.type == "bool"
-                  else None for c in self.inputs]
+        tests = [_dtype_test(c.type) for c in self.inputs]
         required = np.array([not c.nullable for c in self.inputs])
-        return names, dtypes, required
+        return names, tests, required
 
     def _conforms(self, frame: pd.DataFrame) -> bool:
         """Whether ``frame`` needs no change at all: checked with whole-frame operations, which
         keeps ``predict``'s overhead small next to the model's own time."""
-        names, dtypes, required = self._fast_check
+        names, tests, required = self._fast_check
         if frame.columns.tolist() != names:
             return False
         actual = frame.dtypes.values
-        if any(expected is None or expected != found
-               for expected, found in zip(dtypes, actual, strict=True)):
+        if not all(test(found) for test, found in zip(tests, actual, strict=True)):
             return False
         if required.any():
             nulls = frame.isna().to_numpy().any(axis=0)
@@ -224,6 +222,24 @@ def _describe_spec(spec: Spec) -> str:
     return "(" + ", ".join(f"{c.name}: {c.type}{'?' if c.nullable else ''}" for c in spec) + ")"
 
 
+def _dtype_test(column_type: str) -> Any:
+    """A test of whether a pandas dtype is ``column_type`` as it stands (object columns of
+    strings fail it: only a look at their values can tell, which the full check takes)."""
+    import numpy as np
+    import pandas as pd
+
+    if column_type in _INTS or column_type in _FLOATS or column_type == "bool":
+        expected = np.dtype(column_type)
+        return lambda dtype: dtype == expected
+    if column_type == "string":
+        return lambda dtype: isinstance(dtype, pd.StringDtype)
+    if column_type == "category":
+        return lambda dtype: isinstance(dtype, pd.CategoricalDtype)
+    if column_type == "datetime":
+        return lambda dtype: pd.api.types.is_datetime64_any_dtype(dtype)
+    return lambda dtype: True
+
+
 # -- inference --------------------------------------------------------------------------------
 
 def column_type(series: pd.Series) -> str:
@@ -239,11 +255,11 @@ def column_type(series: pd.Series) -> str:
         return "datetime"
     if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
         return str(dtype).lower()
+    if isinstance(dtype, pd.StringDtype):
+        return "string"
     if pd.api.types.is_string_dtype(dtype):
-        values = series.dropna()
-        if len(values) and all(isinstance(v, str) for v in values):
-            return "string"
-        if not len(values):
+        kind = pd.api.types.infer_dtype(series, skipna=True)
+        if kind in ("string", "empty"):
             return "string"
     return "object"
 
@@ -379,14 +395,15 @@ def _validate_columns(specs: tuple[ColumnSpec, ...], frame: pd.DataFrame,
         problems.append("a column name appears twice")
         raise SignatureMismatchError(problems)
     fast = present == names and not problems
+    nulls = dict(zip(present, frame.isna().to_numpy().sum(axis=0).tolist(), strict=True))
     out: dict[str, pd.Series] = {}
     for spec in specs:
         if spec.name not in present:
             continue
         series = frame[spec.name]
-        if not spec.nullable and series.hasnans:
-            problems.append(f"column {spec.name!r} has {int(series.isna().sum())} missing "
-                            "values; the model does not accept missing values there")
+        if not spec.nullable and nulls[spec.name]:
+            problems.append(f"column {spec.name!r} has {nulls[spec.name]} missing values; the "
+                            "model does not accept missing values there")
             continue
         coerced, problem = _coerce_column(series, spec)
         if problem:
