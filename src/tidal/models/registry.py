@@ -281,9 +281,22 @@ def get_version(name_or_uri: str, version: int | str | None = None, *,
     version number or alias."""
     ws = _workspace(workspace)
     ref = _ref(name_or_uri, version)
-    with ws.db.read() as conn:
-        version_id = _resolve_id(conn, ref)
-    return _load_one(ws, model_versions.c.id == version_id, f"id {version_id}")
+    query = _select_versions().where(registered_models.c.name == ref.name)
+    if ref.alias is not None:
+        query = query.join(model_aliases, (model_aliases.c.model_id == model_versions.c.model_id)
+                           & (model_aliases.c.version == model_versions.c.version)) \
+            .where(model_aliases.c.alias == ref.alias)
+    elif ref.version is not None:
+        query = query.where(model_versions.c.version == ref.version)
+    else:
+        query = query.order_by(model_versions.c.version.desc()).limit(1)
+    with ws.db.read() as conn:  # one query when the version exists, the usual case
+        row = conn.execute(query).first()
+        if row is None:
+            _resolve_id(conn, ref)  # raises the error that says what does exist
+            raise ModelNotFoundError(f"no model version {ref}", field="version")
+        aliases = _aliases_of(conn, [row.id])
+    return _to_version(ws, row, aliases[row.id])
 
 
 # -- registration ---------------------------------------------------------------------------

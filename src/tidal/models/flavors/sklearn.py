@@ -48,15 +48,20 @@ class SklearnFlavor(Flavor):
     def load(self, files: ModelFiles, metadata: Mapping[str, Any], *, trust: bool) -> Any:
         skops_io = self.import_library("skops.io")
         data = files.read_bytes(FILE)
-        found = skops_io.get_untrusted_types(data=data)
-        unknown = sorted(t for t in found if t not in TRUSTED_TYPES)
-        if unknown and not trust:
-            raise UntrustedModelError(
-                f"the stored scikit-learn model uses types outside Tidal's trusted list: "
-                f"{', '.join(unknown)}; rebuilding them can run their code. Load it with "
-                "trust=True (Python) / --trust (CLI) only if you trust where it came from",
-                field="trust")
-        return skops_io.loads(data, trusted=list(found))
+        if trust:
+            return skops_io.loads(data, trusted=skops_io.get_untrusted_types(data=data))
+        from skops.io.exceptions import UntrustedTypesFoundException
+
+        try:  # one pass over the file: skops audits every type before it builds anything
+            return skops_io.loads(data, trusted=sorted(TRUSTED_TYPES))
+        except UntrustedTypesFoundException:
+            unknown = sorted(t for t in skops_io.get_untrusted_types(data=data)
+                             if t not in TRUSTED_TYPES)
+        raise UntrustedModelError(
+            f"the stored scikit-learn model uses types outside Tidal's trusted list: "
+            f"{', '.join(unknown)}; rebuilding them can run their code. Load it with "
+            "trust=True (Python) / --trust (CLI) only if you trust where it came from",
+            field="trust")
 
     def predict(self, model: Any, data: Any) -> Any:
         return model.predict(data)
