@@ -319,15 +319,16 @@ def _run_id(ws: Workspace, run: Any) -> str | None:
 
 def _dataset_ids(ws: Workspace, datasets: Any, run_id: str | None) -> list[str]:
     """Ids of the training dataset versions: those given, else those the run read."""
-    from tidal.data.schema import run_inputs
-    from tidal.data.versions import DatasetVersion, get
-
     if datasets is None:
         if run_id is None:
             return []
+        from tidal.data.schema import run_inputs
+
         with ws.db.read() as conn:
             return list(conn.execute(select(run_inputs.c.dataset_version_id).where(
                 run_inputs.c.run_id == run_id).order_by(run_inputs.c.created_at)).scalars())
+    from tidal.data.versions import DatasetVersion, get  # Arrow, only when datasets are named
+
     if isinstance(datasets, (str, DatasetVersion)):
         datasets = [datasets]
     ids: list[str] = []
