@@ -15,6 +15,7 @@ import typer
 
 from tidal.cli import render
 from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.models_export import export_command
 from tidal.errors import InvalidValueError
 from tidal.models.uri import SCHEME, parse_model_uri
 
@@ -344,6 +345,15 @@ def transition(
         return
     render.console().print(f"{moved.uri}: {last.from_stage} → {last.to_stage} ({last.reason})",
                            markup=False)
+
+
+# -- export -----------------------------------------------------------------------------------
+
+app.command("export", help=(
+    "Convert a version to ONNX (scikit-learn, LightGBM, PyTorch), check its outputs against "
+    "the source's on the version's input example, and register it as the next version, "
+    "linked to its source; reports size and single-row latency before and after."))(
+    export_command)
 
 
 # -- card -------------------------------------------------------------------------------------
