@@ -91,9 +91,10 @@ def print_report(out: Console, report: ExportReport) -> None:
     table.add_column("Change", justify="right", no_wrap=True)
     table.add_row("version", report.source.uri, report.exported.uri, "")
     table.add_row("flavor", report.source.flavor, report.exported.flavor, "")
-    shrink = report.size_after / report.size_before if report.size_before else float("nan")
-    table.add_row("size", render.format_bytes(report.size_before),
-                  render.format_bytes(report.size_after), f"{shrink:.2f}x")
+    before, after = report.size_before, report.size_after
+    table.add_row("size", render.format_bytes(before), render.format_bytes(after),
+                  f"{before / after:.1f}x smaller" if 0 < after <= before
+                  else f"{after / before:.1f}x larger" if before else "")
     speed = report.speedup
     table.add_row("single-row latency", _latency(report.latency_before_s),
                   _latency(report.latency_after_s),
