@@ -135,8 +135,7 @@ def test_column_transformer_with_a_string_column_takes_one_input_per_column(
     columns = ColumnTransformer([("num", StandardScaler(), [*NUMERIC, "count"]),
                                  ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])
     pipeline = Pipeline([("prep", columns), ("model", LogisticRegression())])
-    # Object labels: a signature inferred from a NumPy unicode output is not read back yet.
-    pipeline.fit(train, np.where(target(train) == 1, "churned", "stayed").astype(object))
+    pipeline.fit(train, np.where(target(train) == 1, "churned", "stayed"))
     source = register("churn-cities", pipeline, input_example=train.head(8), workspace=ws)
 
     report = export_onnx(source.uri, workspace=ws)
@@ -161,7 +160,7 @@ def test_lightgbm_classifier(ws: Workspace, labels: str) -> None:
     train = frame(600, 4)[[*NUMERIC, "count"]]
     y = target(train)
     if labels == "strings":
-        y = np.where(y == 1, "yes", "no").astype(object)
+        y = np.where(y == 1, "yes", "no")
     elif labels == "three classes":
         y = np.digitize(train["x2"].to_numpy(), [-0.5, 0.5])
     model = lightgbm.LGBMClassifier(n_estimators=30, num_leaves=15, verbose=-1).fit(train, y)
