@@ -126,3 +126,22 @@ def test_compatibility_names_what_callers_would_break_on():
 def test_malformed_signatures_are_refused(bad):
     with pytest.raises(InvalidValueError, match="signature"):
         Signature.from_dict(bad)
+
+
+def test_the_fast_dtype_and_null_reading_agrees_with_pandas():
+    from tidal.models.signature import _dtypes_and_nulls
+
+    frame = pd.DataFrame({
+        "f": [1.0, np.nan, 3.0], "g": [1.0, 2.0, 3.0], "i": [1, 2, 3],
+        "n": pd.array([1, None, 3], dtype="Int64"), "s": ["a", None, "c"],
+        "o": pd.Series(["a", "b", None], dtype=object), "b": [True, False, True],
+        "t": pd.to_datetime(["2026-01-01", None, "2026-01-03"]),
+        "c": pd.Categorical(["x", "y", None]), "u": pd.Series(["a", "b", "c"], dtype="string"),
+    })
+    dtypes, nulls = _dtypes_and_nulls(frame)
+    assert [str(d) for d in dtypes] == [str(d) for d in frame.dtypes]
+    assert nulls.tolist() == frame.isna().any().tolist()
+    signature = infer_signature(frame.dropna())
+    with pytest.raises(SignatureMismatchError) as caught:
+        signature.validate_input(frame)
+    assert {p.split("'")[1] for p in caught.value.problems} == {"f", "n", "s", "o", "t", "c"}

@@ -154,14 +154,15 @@ class Signature:
         return _validate_columns(self.inputs, frame, extra)
 
     @cached_property
-    def _fast_check(self) -> tuple[list[str], list[Any], Any]:
+    def _fast_check(self) -> tuple[Any, list[Any], Any]:
         """Column names, a test per column of whether a pandas dtype already is the column's
         type, and the positions of columns that must hold no nulls: what the common case, a
         frame that already has the right columns and types, is checked with."""
         import numpy as np
+        import pandas as pd
 
         assert not isinstance(self.inputs, TensorSpec)
-        names = [c.name for c in self.inputs]
+        names = pd.Index([c.name for c in self.inputs])
         tests = [_dtype_test(c.type) for c in self.inputs]
         required = np.array([not c.nullable for c in self.inputs])
         return names, tests, required
@@ -170,16 +171,12 @@ class Signature:
         """Whether ``frame`` needs no change at all: checked with whole-frame operations, which
         keeps ``predict``'s overhead small next to the model's own time."""
         names, tests, required = self._fast_check
-        if frame.columns.tolist() != names:
+        if not frame.columns.equals(names):
             return False
-        actual = frame.dtypes.values
+        actual, nulls = _dtypes_and_nulls(frame)
         if not all(test(found) for test, found in zip(tests, actual, strict=True)):
             return False
-        if required.any():
-            nulls = frame.isna().to_numpy().any(axis=0)
-            if (nulls & required).any():
-                return False
-        return True
+        return not (nulls & required).any()
 
     def compatibility_problems(self, previous: Signature) -> list[str]:
         """Why callers of a model with ``previous`` could not call this one (empty: they can)."""
@@ -220,6 +217,39 @@ def _describe_spec(spec: Spec) -> str:
     if isinstance(spec, TensorSpec):
         return f"tensor {spec.dtype}{list(spec.shape)}"
     return "(" + ", ".join(f"{c.name}: {c.type}{'?' if c.nullable else ''}" for c in spec) + ")"
+
+
+def _dtypes_and_nulls(frame: pd.DataFrame) -> tuple[list[Any], Any]:
+    """Each column's dtype, and whether it holds a null, read block by block.
+
+    pandas keeps a frame as a few 2-D blocks (one per dtype run); asking the public API for
+    dtypes and nulls builds a Series and a boolean frame, which costs several times more than
+    the check itself. The block walk uses pandas' block manager, so any surprise there (a
+    pandas that stores frames differently, object columns whose nulls take a look at values)
+    falls back to the public API.
+    """
+    import numpy as np
+
+    dtypes: list[Any] = [None] * frame.shape[1]
+    nulls = np.zeros(frame.shape[1], dtype=bool)
+    try:
+        for block in frame._mgr.blocks:
+            positions = block.mgr_locs.indexer
+            values = block.values
+            if isinstance(values, np.ndarray):
+                if values.dtype.kind == "f":
+                    nulls[positions] = np.isnan(values).any(axis=1)
+                elif values.dtype.kind in "mM":
+                    nulls[positions] = np.isnat(values).any(axis=1)
+                elif values.dtype.kind not in "biu":
+                    raise TypeError("only the public API tells nulls in this block")
+            else:
+                nulls[positions] = values.isna().any()
+            for position in np.arange(frame.shape[1])[positions]:
+                dtypes[position] = block.dtype
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return list(frame.dtypes.values), frame.isna().to_numpy().any(axis=0)
+    return dtypes, nulls
 
 
 def _dtype_test(column_type: str) -> Any:
