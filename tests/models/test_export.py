@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
@@ -26,9 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from typer.testing import CliRunner
 
 import tidal
-from tidal.cli.context import CliState
-from tidal.cli.main import TidalGroup
-from tidal.cli.models_export import export_command
+from tidal.cli.main import app
 from tidal.errors import InvalidValueError
 from tidal.models.export import (
     DEFAULT_TOLERANCE,
@@ -355,20 +352,9 @@ def test_quantizing_a_graph_without_weights_to_quantize_is_refused(ws: Workspace
 
 # -- the command ------------------------------------------------------------------------------
 
-def models_app() -> typer.Typer:
-    """``tidal models export`` as the models app will hold it, under Tidal's root group."""
-    app = typer.Typer(cls=TidalGroup, add_completion=False, pretty_exceptions_enable=False)
-
-    @app.callback()
-    def main(ctx: typer.Context) -> None:
-        ctx.obj = CliState()
-
-    app.command("export")(export_command)
-    return app
-
-
 def invoke(*args: str) -> Any:
-    return CliRunner().invoke(models_app(), list(args),
+    """``tidal models ...`` through the real command line."""
+    return CliRunner().invoke(app, ["models", *args],
                               env={"COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=False)
 
 

@@ -92,6 +92,8 @@ def test_datasets_can_be_given_explicitly_without_a_run(workspace):
     second = tidal.datasets.register("b", frame.head(100))
     version = tidal.models.register("m", fit(frame), datasets=[first, second.uri])
     assert version.run_id is None
+    with tidal.start_run("other"):  # run=False keeps an unrelated active run out of lineage
+        assert tidal.models.register("m", fit(frame), run=False).run_id is None
     assert sorted(d.uri for d in version.datasets()) == [first.uri, second.uri]
     with pytest.raises(InvalidValueError, match="not a dataset version URI"):
         tidal.models.register("m", fit(frame), datasets=["clicks/1"])

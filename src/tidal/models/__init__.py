@@ -49,6 +49,11 @@ _EXPORTS: dict[str, str] = {
     "ModelCard": "tidal.models.cards",
     "build_card": "tidal.models.cards",
     "write_card": "tidal.models.cards",
+    "ExportError": "tidal.models.export",
+    "ExportMismatchError": "tidal.models.export",
+    "ExportReport": "tidal.models.export",
+    "Tolerance": "tidal.models.export",
+    "export_onnx": "tidal.models.export",
     "LoadedModel": "tidal.models.loaded",
     "load": "tidal.models.loaded",
 }
@@ -56,6 +61,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AliasNotFoundError",
     "ColumnSpec",
+    "ExportError",
+    "ExportMismatchError",
+    "ExportReport",
     "Flavor",
     "FlavorNotFoundError",
     "GateReport",
@@ -72,11 +80,13 @@ __all__ = [
     "Signature",
     "SignatureMismatchError",
     "TensorSpec",
+    "Tolerance",
     "UntrustedModelError",
     "alias_history",
     "better_than_champion",
     "build_card",
     "delete_alias",
+    "export_onnx",
     "flavor_names",
     "get_model",
     "get_version",
@@ -107,6 +117,13 @@ if TYPE_CHECKING:
         LibraryVersionWarning,
         ModelLoadError,
         ModelNotFoundError,
+    )
+    from tidal.models.export import (
+        ExportError,
+        ExportMismatchError,
+        ExportReport,
+        Tolerance,
+        export_onnx,
     )
     from tidal.models.flavors.base import Flavor, ModelFiles
     from tidal.models.flavors.pickled import UntrustedModelError

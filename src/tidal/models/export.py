@@ -204,7 +204,7 @@ def export_onnx(uri: str | ModelVersion, *, quantize: str | None = None,
     max_diff = _compare(original, prepared, onnx_flavor, onnx_model, chosen, source.uri)
 
     exported = register(
-        source.name, proto, run=source.run_id, signature=source.signature,
+        source.name, proto, run=source.run_id or False, signature=source.signature,
         input_example=example, datasets=source.datasets(),
         description=f"{source.uri} exported to ONNX"
                     + (" (dynamically quantized to int8)" if quantize else ""),

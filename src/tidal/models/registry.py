@@ -302,6 +302,8 @@ def get_version(name_or_uri: str, version: int | str | None = None, *,
 # -- registration ---------------------------------------------------------------------------
 
 def _run_id(ws: Workspace, run: Any) -> str | None:
+    if run is False:
+        return None
     if run is None:
         from tidal.tracking.fluent import active_run
 
@@ -390,7 +392,8 @@ def register(name: str, model: Any, run: Any = None, signature: Any = None,
              workspace: Workspace | None = None) -> ModelVersion:
     """Store ``model`` as the next version of ``name`` and return that version.
 
-    ``run``: the run that trained it (default: the active run). ``datasets``: its training
+    ``run``: the run that trained it (default: the active run; False: none). ``datasets``: its
+    training
     dataset versions or their URIs (default: the datasets the run logged as inputs).
     ``signature``: a Signature or its dict; inferred from ``input_example`` (and the model's
     prediction on it) when not given. ``flavor``: a flavor name, detected when not given;
