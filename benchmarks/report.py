@@ -94,6 +94,54 @@ def load_average() -> str:
         return "unknown"
 
 
+def results_section(title: str, loads: tuple[str, str], facts: list[str], head: str,
+                    table: str) -> str:
+    """A benchmark's RESULTS.md section: its title, when, where and how it ran (plus the
+    runner's own ``facts``, one bullet each), then its printed header and table verbatim."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+    return "\n".join([
+        f"## {title}",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine()}",
+        f"- Command: `{command_line()}`",
+        f"- Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}",
+        *(f"- {fact}" for fact in facts),
+        "",
+        "```text",
+        head,
+        "",
+        table,
+        "```",
+        "",
+    ])
+
+
+def finish(table: Any, head: str, *, quick: bool, write: bool, name: str, title: str,
+           load_before: str, facts: list[str] | None = None) -> NoReturn:
+    """Print the header and the table (``table.render()``), say whether every target and
+    check passed (``table.failed`` lists those that did not), write RESULTS.md when asked, and
+    exit non-zero on any failure."""
+    rendered = table.render()
+    print()
+    print(head)
+    print()
+    print(rendered)
+    print()
+    if table.failed:
+        print("FAILED: " + "; ".join(table.failed))
+    else:
+        print("All targets and checks pass." if not quick
+              else "Checks pass (quick run: targets not enforced).")
+    if write:
+        write_results(name, results_section(title, (load_before, load_average()), facts or [],
+                                            head, rendered))
+        print(f"Updated {RESULTS.relative_to(RESULTS.parents[1])}")
+    sys.exit(1 if table.failed else 0)
+
+
 def write_results(name: str, text: str) -> None:
     """Replace the benchmark's own section of RESULTS.md (between its markers), or add it."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

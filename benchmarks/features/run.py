@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,10 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
     check_anchor_python,
-    command_line,
+    finish,
     fmt_s,
     load_average,
-    machine,
     run_bench,
-    write_results,
 )
 
 # Targets of the feature-store issue.
@@ -324,29 +321,6 @@ def source_state() -> str:
     return f"commit {commit}" + (f", with uncommitted changes to {changed}" if changed else "")
 
 
-def results_section(table: str, head: str, loads: tuple[str, str], rounds: int,
-                    source: str) -> str:
-    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
-    return "\n".join([
-        "## Feature store: Tidal against Feast and a hand-written floor",
-        "",
-        f"- Date: {now}",
-        f"- Machine: {machine()}",
-        f"- Command: `{command_line()}`",
-        f"- Tidal source: {source}",
-        f"- Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}",
-        f"- {rounds} rounds; in each, per shape, {PAIRS} floor + Tidal pairs in one process and "
-        "one Feast call in another, then the online reads",
-        "",
-        "```text",
-        head,
-        "",
-        table,
-        "```",
-        "",
-    ])
-
-
 def main() -> None:
     args = parse_args()
     feast_python = args.feast_python or str(DEFAULT_FEAST_PYTHON)
@@ -369,22 +343,12 @@ def main() -> None:
 
     table = build_table(raw, args.quick)
     head = header(raw, args.quick)
-    rendered = table.render()
-    print()
-    print(head)
-    print()
-    print(rendered)
-    print()
-    if table.failed:
-        print("FAILED: " + "; ".join(table.failed))
-    else:
-        print("All targets and checks pass." if not args.quick
-              else "Checks pass (quick run: targets not enforced).")
-    if args.write_results:
-        write_results("features", results_section(
-            rendered, head, (load_before, load_average()), rounds, source))
-        print(f"Updated {RESULTS.relative_to(REPO)}")
-    sys.exit(1 if table.failed else 0)
+    finish(table, head, quick=args.quick, write=args.write_results, name="features",
+           title="Feature store: Tidal against Feast and a hand-written floor",
+           load_before=load_before, facts=[
+                f"Tidal source: {source}",
+                f"{rounds} rounds; in each, per shape, {PAIRS} floor + Tidal pairs in one "
+                "process and one Feast call in another, then the online reads"])
 
 
 if __name__ == "__main__":

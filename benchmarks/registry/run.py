@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w
 from report import (
-    RESULTS,
     check_anchor_python,
-    command_line,
+    finish,
     fmt_s,
     load_average,
-    machine,
     run_bench,
-    write_results,
 )
 
 # Targets of the registry issue.
@@ -346,25 +342,6 @@ def header(raw: dict[str, Any], notes: dict[str, Any], quick: bool) -> str:
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
 
-def results_section(table: str, head: str, loads: tuple[str, str]) -> str:
-    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
-    return "\n".join([
-        "## Model registry: Tidal against MLflow",
-        "",
-        f"- Date: {now}",
-        f"- Machine: {machine()}",
-        f"- Command: `{command_line()}`",
-        f"- Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}",
-        "",
-        "```text",
-        head,
-        "",
-        table,
-        "```",
-        "",
-    ])
-
-
 def main() -> None:
     args = parse_args()
     mlflow_python = args.mlflow_python or str(DEFAULT_MLFLOW_PYTHON)
@@ -384,22 +361,9 @@ def main() -> None:
 
     table, notes = build_table(raw, args.quick)
     head = header(raw, notes, args.quick)
-    rendered = table.render()
-    print()
-    print(head)
-    print()
-    print(rendered)
-    print()
-    if table.failed:
-        print("FAILED: " + "; ".join(table.failed))
-    else:
-        print("All targets and checks pass." if not args.quick
-              else "Checks pass (quick run: targets not enforced).")
-    if args.write_results:
-        write_results("registry", results_section(rendered, head,
-                                                  (load_before, load_average())))
-        print(f"Updated {RESULTS.relative_to(REPO)}")
-    sys.exit(1 if table.failed else 0)
+    finish(table, head, quick=args.quick, write=args.write_results, name="registry",
+           title="Model registry: Tidal against MLflow",
+           load_before=load_before, facts=[])
 
 
 if __name__ == "__main__":

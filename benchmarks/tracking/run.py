@@ -19,7 +19,6 @@ import shutil
 import statistics
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,10 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
     check_anchor_python,
-    command_line,
+    finish,
     fmt_s,
     load_average,
-    machine,
     run_bench,
-    write_results,
 )
 
 # Targets of the tracking issue.
@@ -234,31 +231,16 @@ def header(tidal: dict[str, Any], mlflow: dict[str, Any], quick: bool) -> str:
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
 
-def results_section(table: str, head: str, tidal: dict[str, Any], mlflow: dict[str, Any],
-                    loads: tuple[str, str]) -> str:
-    now = datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+def facts(tidal: dict[str, Any], mlflow: dict[str, Any]) -> list[str]:
+    """The versions compared and where each side's import time goes, for RESULTS.md."""
     heaviest: Callable[[dict[str, Any]], str] = lambda c: ", ".join(  # noqa: E731
         f"{name} {us / 1000:.0f} ms" for name, us in c["heaviest"][:5])
-    return "\n".join([
-        "## Tracking: Tidal against MLflow",
-        "",
-        f"- Date: {now}",
-        f"- Machine: {machine()}",
-        f"- Command: `{command_line()}`",
-        f"- Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}",
-        f"- Tidal {tidal['version']}, Python {tidal['python']}; MLflow {mlflow['version']}, "
+    return [
+        f"Tidal {tidal['version']}, Python {tidal['python']}; MLflow {mlflow['version']}, "
         f"Python {mlflow['python']} (own virtual environment, SQLite backend)",
-        f"- Heaviest imports (-X importtime, cumulative): MLflow: {heaviest(mlflow['c'])}"
+        f"Heaviest imports (-X importtime, cumulative): MLflow: {heaviest(mlflow['c'])}"
         + (f"; Tidal's tracking API: {heaviest(tidal['c_api'])}" if "c_api" in tidal else ""),
-        "",
-        "```text",
-        head,
-        "",
-        table,
-        "```",
-        "",
-    ])
-
+    ]
 
 def main() -> None:
     args = parse_args()
@@ -285,22 +267,9 @@ def main() -> None:
 
     table = build_table(tidal, mlflow, args.quick)
     head = header(tidal, mlflow, args.quick)
-    rendered = table.render()
-    print()
-    print(head)
-    print()
-    print(rendered)
-    print()
-    if table.failed:
-        print("FAILED: " + "; ".join(table.failed))
-    else:
-        print("All targets and checks pass." if not args.quick
-              else "Checks pass (quick run: targets not enforced).")
-    if args.write_results:
-        write_results("tracking", results_section(rendered, head, tidal, mlflow,
-                                                  (load_before, load_average())))
-        print(f"Updated {RESULTS.relative_to(REPO)}")
-    sys.exit(1 if table.failed else 0)
+    finish(table, head, quick=args.quick, write=args.write_results, name="tracking",
+           title="Tracking: Tidal against MLflow",
+           load_before=load_before, facts=facts(tidal, mlflow))
 
 
 if __name__ == "__main__":
