@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "set_tag": "tidal.tracking.fluent",
     "set_tags": "tidal.tracking.fluent",
     "start_run": "tidal.tracking.fluent",
+    # pipelines
+    "pipeline": "tidal.pipelines.graph",
+    "step": "tidal.pipelines.step",
     # errors
     "TidalError": "tidal.errors",
 }
@@ -64,10 +67,12 @@ __all__ = [
     "log_param",
     "log_params",
     "models",
+    "pipeline",
     "search_runs",
     "set_tag",
     "set_tags",
     "start_run",
+    "step",
     "workspace",
 ]
 
@@ -76,6 +81,8 @@ if TYPE_CHECKING:
     import tidal.models as models
     from tidal.data import api as datasets
     from tidal.errors import TidalError
+    from tidal.pipelines.graph import pipeline
+    from tidal.pipelines.step import step
     from tidal.store.workspace import Workspace, workspace
     from tidal.tracking.fluent import (
         active_run,

@@ -1,0 +1,23 @@
+"""Errors of pipelines: each names the pipeline, the step and what was wrong."""
+
+from __future__ import annotations
+
+from tidal.errors import InvalidValueError, TidalError
+
+
+class PipelineDefinitionError(InvalidValueError):
+    """A pipeline or step is defined so that it cannot run: a cycle, an unknown parameter, an
+    argument that is neither a step's output nor a plain value. Raised before any step runs."""
+
+
+class StepOutputError(TidalError):
+    """A step returned something its annotation does not allow, or something no materializer
+    can store."""
+
+    status_code = 422
+
+
+class StepFailedError(TidalError):
+    """A step raised (after its retries) or ran past its timeout; its descendants did not run."""
+
+    status_code = 500

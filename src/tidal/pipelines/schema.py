@@ -1,0 +1,51 @@
+"""Tables of pipeline runs and of their steps' runs.
+
+A pipeline run is also a tracked run (same id) and each step run a child run, so params,
+metrics and logs show in ``tidal runs``; these tables add what orchestration needs: the
+graph's nodes, their cache keys, states, attempts, and references to their stored outputs, so
+a run can be shown, resumed and reused by the cache.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+
+from tidal.store.schema import KEY_LENGTH, Id, Millis, new_metadata
+
+metadata = new_metadata()
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("pipeline", String(KEY_LENGTH), nullable=False, index=True),
+    Column("target", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("executor", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Millis, nullable=False),
+    Column("ended_at", Millis, nullable=True),
+    Column("created_by", String(KEY_LENGTH), nullable=True),
+)
+
+# ``outputs``: JSON list of materializer references; ``cached_from``: the step run whose
+# outputs a cache hit reused.
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("pipeline_run_id", Id, ForeignKey("pipeline_runs.id"), nullable=False),
+    Column("node", String(KEY_LENGTH), nullable=False),
+    Column("step", String(KEY_LENGTH), nullable=False),
+    Column("cache_key", String(80), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run_id", Id, nullable=True),
+    Column("cached_from", Id, nullable=True),
+    Column("outputs", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("started_at", Millis, nullable=True),
+    Column("ended_at", Millis, nullable=True),
+    UniqueConstraint("pipeline_run_id", "node"),
+    Index("ix_step_runs_cache_key", "cache_key"),
+)
