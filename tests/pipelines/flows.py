@@ -126,3 +126,33 @@ def flaky(marker: str) -> int:
 @tidal.pipeline
 def retrying(marker: str):
     flaky(marker)
+
+
+@tidal.step
+def counted_load(marker_dir: str) -> pd.DataFrame:
+    """Counts its executions in a file, across processes."""
+    counter = Path(marker_dir) / "counted_load"
+    counter.write_text(str(int(counter.read_text()) + 1 if counter.exists() else 1))
+    return pd.DataFrame({"x": np.arange(10.0)})
+
+
+@tidal.step
+def stall_once(frame: pd.DataFrame, marker_dir: str) -> float:
+    """The first time, says so in a file and hangs (the test kills the process then)."""
+    stall = Path(marker_dir) / "stalled"
+    if not stall.exists():
+        stall.write_text("1")
+        import time
+
+        time.sleep(300)
+    return float(frame["x"].sum())
+
+
+@tidal.step
+def double(value: float) -> float:
+    return value * 2
+
+
+@tidal.pipeline
+def resumable(marker_dir: str):
+    double(stall_once(counted_load(marker_dir), marker_dir))

@@ -200,6 +200,39 @@ class Pipeline:
         return run_pipeline(self, params, executor=executor)
 
 
+def load_pipeline(target: str) -> Pipeline:
+    """The pipeline at ``module:attribute`` (a file path works as the module: ``flows.py:daily``)."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module_name, _, attribute = target.rpartition(":")
+    if not module_name or not attribute:
+        raise InvalidValueError(f"pipeline {target!r} is not MODULE:PIPELINE or "
+                                "FILE.py:PIPELINE", field="pipeline")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise InvalidValueError(f"no Python file {module_name!r}", field="pipeline")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InvalidValueError(f"pipeline {target!r}: cannot import {module_name!r} "
+                                f"({error})", field="pipeline") from None
+    value: Any = module
+    for part in attribute.split("."):
+        value = getattr(value, part, None)
+    if not isinstance(value, Pipeline):
+        raise InvalidValueError(f"{target} is not a @tidal.pipeline", field="pipeline")
+    return value
+
+
 def pipeline(function: Callable[..., Any] | None = None, *, name: str | None = None,
              schedule: str | None = None) -> Any:
     """Make a function that calls steps a pipeline. ``schedule``: a cron expression."""

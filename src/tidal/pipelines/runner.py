@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from tidal.errors import InvalidValueError, TidalError
+from tidal.errors import InvalidValueError, NotFoundError, TidalError
 from tidal.ids import digest_bytes, new_id, now_ms
 from tidal.pipelines.errors import PipelineDefinitionError, StepFailedError
 from tidal.pipelines.executors import EXECUTORS, make_executor
@@ -191,7 +191,7 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
                  executor: str = "inline", cache: bool = True,
                  workspace: Workspace | None = None) -> PipelineRun:
     """Run ``pipeline`` with ``params``: trace it, then run its steps on ``executor``
-    ("inline" or "process"), reusing cached outputs unless ``cache=False``."""
+    ("inline", "process" or "ray"), reusing cached outputs unless ``cache=False``."""
     import tidal
     from tidal.tracking.environment import user_name
 
@@ -204,38 +204,94 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
     values = pipeline.parameters(dict(params or {}))
     graph = pipeline.build(**values)
     ws = workspace or current_workspace()
-    with tidal.start_run(pipeline.name, name=pipeline.name, workspace=ws,
-                         params={k: json.dumps(v) if not isinstance(v, str) else v
-                                 for k, v in values.items()},
-                         tags={"tidal.pipeline": pipeline.name, "tidal.executor": executor},
-                         system_metrics=False) as run:
+    run = tidal.start_run(pipeline.name, name=pipeline.name, workspace=ws,
+                          params={k: json.dumps(v) if not isinstance(v, str) else v
+                                  for k, v in values.items()},
+                          tags={"tidal.pipeline": pipeline.name, "tidal.executor": executor},
+                          system_metrics=False)
+    try:
         ws.db.write(lambda conn: conn.execute(insert(pipeline_runs).values(
             id=run.id, pipeline=pipeline.name, target=pipeline.target,
             params=json.dumps(values, sort_keys=True, default=str), executor=executor,
             status="running", created_at=now_ms(), created_by=user_name())))
         result = PipelineRun(run.id, pipeline.name, "running", workspace=ws)
-        runner = make_executor(executor)
-        try:
-            _drive(graph, ws, run.id, result, runner, cache)
-        finally:
-            runner.close()
-        failed = [r for r in result.steps.values() if r.status == "failed"]
-        result.status = "failed" if failed else "finished"
-        ws.db.write(lambda conn: conn.execute(update(pipeline_runs).where(
-            pipeline_runs.c.id == run.id).values(status=result.status, ended_at=now_ms())))
-        if failed:
-            run.end("failed", error="\n".join(r.error or "" for r in failed))
-            raise StepFailedError(
-                f"pipeline {pipeline.name!r} run {run.id}: step(s) "
-                f"{', '.join(r.node for r in failed)} failed; "
-                f"{sum(r.status == 'skipped' for r in result.steps.values())} step(s) "
-                f"downstream did not run.\n{failed[0].error}", field="step")
+        _execute(graph, ws, result, executor, cache)
+    except BaseException as error:
+        run.end("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    run.end("finished")
     return result
+
+
+def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = True,
+                    workspace: Workspace | None = None) -> PipelineRun:
+    """Finish a pipeline run that was killed or failed: steps that finished keep their
+    outputs and do not run again; the others run, on ``executor`` (default: the run's)."""
+    from tidal.tracking import store
+    from tidal.tracking.schema import runs
+
+    ws = workspace or current_workspace()
+    with ws.db.read() as conn:
+        row = conn.execute(select(pipeline_runs).where(pipeline_runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"no pipeline run {run_id!r} in this workspace", field="run_id")
+        records = conn.execute(select(step_runs).where(
+            step_runs.c.pipeline_run_id == run_id)).all()
+    if row.status == "finished":
+        raise InvalidValueError(f"pipeline run {run_id} already finished; run the pipeline "
+                                "again instead", field="run_id")
+    from tidal.pipelines.graph import load_pipeline
+
+    pipeline = load_pipeline(row.target)
+    graph = pipeline.build(**json.loads(row.params))
+    result = PipelineRun(run_id, row.pipeline, "running", workspace=ws)
+    for record in records:
+        if record.status in ("done", "cached") and record.node in graph.nodes:
+            result.steps[record.node] = StepRecord(
+                record.node, record.step, record.status, record.cache_key, record.run_id,
+                record.cached_from, json.loads(record.outputs), record.attempts)
+    # the killed process left its step runs and itself "running": they end as killed, and the
+    # pipeline's tracked run is reopened for the steps that run now
+    ws.db.write(lambda conn: conn.execute(update(runs).where(
+        runs.c.parent_id == run_id, runs.c.status == "running").values(
+        status="killed", end_time=now_ms())))
+    ws.db.write(lambda conn: conn.execute(update(runs).where(runs.c.id == run_id).values(
+        status="running", end_time=None, error=None)))
+    ws.db.write(lambda conn: conn.execute(update(pipeline_runs).where(
+        pipeline_runs.c.id == run_id).values(status="running", ended_at=None)))
+    try:
+        _execute(graph, ws, result, executor or row.executor, cache)
+    except BaseException as error:
+        store.end_run(ws, run_id, "failed", {"end_time": now_ms(),
+                                             "error": f"{type(error).__name__}: {error}"})
+        raise
+    store.end_run(ws, run_id, "finished", {"end_time": now_ms()})
+    return result
+
+
+def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str,
+             cache: bool) -> None:
+    """Drive the graph to its end, record the pipeline run's status, raise on failure."""
+    runner = make_executor(executor)
+    try:
+        _drive(graph, ws, result.id, result, runner, cache)
+    finally:
+        runner.close()
+    failed = [r for r in result.steps.values() if r.status == "failed"]
+    result.status = "failed" if failed else "finished"
+    ws.db.write(lambda conn: conn.execute(update(pipeline_runs).where(
+        pipeline_runs.c.id == result.id).values(status=result.status, ended_at=now_ms())))
+    if failed:
+        raise StepFailedError(
+            f"pipeline {graph.pipeline!r} run {result.id}: step(s) "
+            f"{', '.join(r.node for r in failed)} failed; "
+            f"{sum(r.status == 'skipped' for r in result.steps.values())} step(s) "
+            f"downstream did not run.\n{failed[0].error}", field="step")
 
 
 def _drive(graph: Graph, ws: Workspace, run_id: str, result: PipelineRun, runner: Any,
            cache: bool) -> None:
-    pending = list(graph.order)
+    pending = [name for name in graph.order if name not in result.steps]
     running: dict[Future[dict[str, Any]], tuple[StepRecord, int]] = {}
     blocked: set[str] = set()
     while pending or running:
