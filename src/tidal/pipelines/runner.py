@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,9 +189,11 @@ def _record_step(ws: Workspace, pipeline_run_id: str, record: StepRecord,
 
 def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
                  executor: str = "inline", cache: bool = True,
-                 workspace: Workspace | None = None) -> PipelineRun:
+                 workspace: Workspace | None = None,
+                 on_step: Callable[[StepRecord], None] | None = None) -> PipelineRun:
     """Run ``pipeline`` with ``params``: trace it, then run its steps on ``executor``
-    ("inline", "process" or "ray"), reusing cached outputs unless ``cache=False``."""
+    ("inline", "process" or "ray"), reusing cached outputs unless ``cache=False``.
+    ``on_step`` is called with each step's record whenever its state changes."""
     import tidal
     from tidal.tracking.environment import user_name
 
@@ -215,7 +217,7 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
             params=json.dumps(values, sort_keys=True, default=str), executor=executor,
             status="running", created_at=now_ms(), created_by=user_name())))
         result = PipelineRun(run.id, pipeline.name, "running", workspace=ws)
-        _execute(graph, ws, result, executor, cache)
+        _execute(graph, ws, result, executor, cache, on_step)
     except BaseException as error:
         run.end("failed", error=f"{type(error).__name__}: {error}")
         raise
@@ -224,7 +226,8 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
 
 
 def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = True,
-                    workspace: Workspace | None = None) -> PipelineRun:
+                    workspace: Workspace | None = None,
+                    on_step: Callable[[StepRecord], None] | None = None) -> PipelineRun:
     """Finish a pipeline run that was killed or failed: steps that finished keep their
     outputs and do not run again; the others run, on ``executor`` (default: the run's)."""
     from tidal.tracking import store
@@ -260,7 +263,7 @@ def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = T
     ws.db.write(lambda conn: conn.execute(update(pipeline_runs).where(
         pipeline_runs.c.id == run_id).values(status="running", ended_at=None)))
     try:
-        _execute(graph, ws, result, executor or row.executor, cache)
+        _execute(graph, ws, result, executor or row.executor, cache, on_step)
     except BaseException as error:
         store.end_run(ws, run_id, "failed", {"end_time": now_ms(),
                                              "error": f"{type(error).__name__}: {error}"})
@@ -269,12 +272,12 @@ def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = T
     return result
 
 
-def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str,
-             cache: bool) -> None:
+def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str, cache: bool,
+             on_step: Callable[[StepRecord], None] | None) -> None:
     """Drive the graph to its end, record the pipeline run's status, raise on failure."""
     runner = make_executor(executor)
     try:
-        _drive(graph, ws, result.id, result, runner, cache)
+        _drive(graph, ws, result, runner, cache, on_step or (lambda record: None))
     finally:
         runner.close()
     failed = [r for r in result.steps.values() if r.status == "failed"]
@@ -289,8 +292,9 @@ def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str,
             f"downstream did not run.\n{failed[0].error}", field="step")
 
 
-def _drive(graph: Graph, ws: Workspace, run_id: str, result: PipelineRun, runner: Any,
-           cache: bool) -> None:
+def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache: bool,
+           on_step: Callable[[StepRecord], None]) -> None:
+    run_id = result.id
     pending = [name for name in graph.order if name not in result.steps]
     running: dict[Future[dict[str, Any]], tuple[StepRecord, int]] = {}
     blocked: set[str] = set()
@@ -302,6 +306,7 @@ def _drive(graph: Graph, ws: Workspace, run_id: str, result: PipelineRun, runner
                 record = StepRecord(name, node.step.name, "skipped", "")
                 result.steps[name] = record
                 _record_step(ws, run_id, record, None)
+                on_step(record)
                 continue
             upstream = [result.steps.get(n) for n in node.upstream]
             if not all(r is not None and r.status in ("done", "cached") for r in upstream):
@@ -316,11 +321,13 @@ def _drive(graph: Graph, ws: Workspace, run_id: str, result: PipelineRun, runner
                                     outputs=json.loads(hit.outputs))
                 result.steps[name] = record
                 _record_step(ws, run_id, record, now_ms())
+                on_step(record)
                 continue
             record = StepRecord(name, node.step.name, "running", key)
             result.steps[name] = record
             started = now_ms()
             _record_step(ws, run_id, record, started)
+            on_step(record)
             task = {"db_url": ws.settings.db_url, "artifacts": ws.settings.artifacts,
                     "target": node.step.target, "node": name, "pipeline": graph.pipeline,
                     "params": node.params, "inputs": inputs, "parent": run_id}
@@ -343,3 +350,4 @@ def _drive(graph: Graph, ws: Workspace, run_id: str, result: PipelineRun, runner
                 record.status, record.outputs = "done", answer["outputs"]
                 record.run_id, record.attempts = answer["run_id"], answer["attempts"]
             _record_step(ws, run_id, record, started)
+            on_step(record)
