@@ -13,7 +13,7 @@ EXPECTED = [
     "features",
     "flush", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
     "log_metrics", "log_param", "log_params", "models", "pipeline", "search_runs", "set_tag",
-    "set_tags", "start_run", "step", "workspace",
+    "set_tags", "start_run", "step", "tune", "workspace",
 ]
 
 

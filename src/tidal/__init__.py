@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     # pipelines
     "pipeline": "tidal.pipelines.graph",
     "step": "tidal.pipelines.step",
+    "tune": "tidal.pipelines.tune",
     # errors
     "TidalError": "tidal.errors",
 }
@@ -73,6 +74,7 @@ __all__ = [
     "set_tags",
     "start_run",
     "step",
+    "tune",
     "workspace",
 ]
 
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
     from tidal.errors import TidalError
     from tidal.pipelines.graph import pipeline
     from tidal.pipelines.step import step
+    from tidal.pipelines.tune import tune
     from tidal.store.workspace import Workspace, workspace
     from tidal.tracking.fluent import (
         active_run,

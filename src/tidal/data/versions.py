@@ -27,6 +27,7 @@ from tidal.data.schema import dataset_versions, datasets, run_inputs
 from tidal.errors import InvalidValueError, NotFoundError
 from tidal.ids import check_name as check_name_of
 from tidal.ids import format_digest, hasher, new_id, now_ms
+from tidal.store.db import upsert
 from tidal.store.workspace import Workspace, current_workspace
 
 if TYPE_CHECKING:
@@ -200,13 +201,11 @@ def register(name: str, data: Any, *, description: str | None = None,
         Path(path).unlink(missing_ok=True)
 
     def record(conn: Connection) -> str:
-        dataset_id = _find(conn, name)
-        if dataset_id is None:
-            dataset_id = new_id()
-            conn.execute(insert(datasets).values(id=dataset_id, name=name, created_at=now_ms()))
-        elif conn.dialect.name == "postgresql":  # serialise version numbering per dataset
-            conn.execute(select(datasets.c.id).where(datasets.c.id == dataset_id)
-                         .with_for_update())
+        # concurrent first registrations of one name: one row wins, both use it
+        conn.execute(upsert(conn, datasets).values(id=new_id(), name=name, created_at=now_ms())
+                     .on_conflict_do_nothing())
+        dataset_id = conn.execute(select(datasets.c.id).where(datasets.c.name == name)
+                                  .with_for_update()).scalar_one()  # numbering, serialised
         same = conn.execute(select(dataset_versions.c.id).where(
             dataset_versions.c.dataset_id == dataset_id,
             dataset_versions.c.digest == digest)).scalar()

@@ -40,6 +40,7 @@ from tidal.models.schema import (
 )
 from tidal.models.signature import Signature, infer_signature
 from tidal.models.uri import ModelRef, check_alias, parse_model_uri
+from tidal.store.db import upsert
 from tidal.store.workspace import Workspace, current_workspace
 
 if TYPE_CHECKING:
@@ -421,15 +422,12 @@ def register(name: str, model: Any, run: Any = None, signature: Any = None,
     user = user_name()
 
     def record(conn: Connection) -> str:
-        model_id = _model_id(conn, name)
         now = now_ms()
-        if model_id is None:
-            model_id = new_id()
-            conn.execute(insert(registered_models).values(
-                id=model_id, name=name, created_at=now, created_by=user))
-        elif conn.dialect.name == "postgresql":  # serialise version numbering per model
-            conn.execute(select(registered_models.c.id)
-                         .where(registered_models.c.id == model_id).with_for_update())
+        # concurrent first registrations of one name: one row wins, both use it
+        conn.execute(upsert(conn, registered_models).values(
+            id=new_id(), name=name, created_at=now, created_by=user).on_conflict_do_nothing())
+        model_id = conn.execute(select(registered_models.c.id).where(
+            registered_models.c.name == name).with_for_update()).scalar_one()  # serialised
         number = (conn.execute(select(func.max(model_versions.c.version)).where(
             model_versions.c.model_id == model_id)).scalar() or 0) + 1
         version_id = new_id()

@@ -137,8 +137,10 @@ def execute_step(task: Mapping[str, Any]) -> dict[str, Any]:
                 error = f"step {task['node']!r} ran past its timeout of {options.timeout} s"
             except TidalError:
                 raise
-            except Exception:  # noqa: BLE001 - a step's own failure, retried then reported
+            except Exception as failure:  # noqa: BLE001 - a step's own failure, retried
                 error = traceback.format_exc()
+                if type(failure).__name__ == "TrialPruned":  # a tuning pruner's stop: final
+                    attempts = options.retries + 1
             if attempts > options.retries:
                 run.set_tag("tidal.attempts", attempts)
                 raise StepFailedError(f"step {task['node']!r} failed after {attempts} "
@@ -190,10 +192,12 @@ def _record_step(ws: Workspace, pipeline_run_id: str, record: StepRecord,
 def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
                  executor: str = "inline", cache: bool = True,
                  workspace: Workspace | None = None,
-                 on_step: Callable[[StepRecord], None] | None = None) -> PipelineRun:
+                 on_step: Callable[[StepRecord], None] | None = None,
+                 parent: str | None = None) -> PipelineRun:
     """Run ``pipeline`` with ``params``: trace it, then run its steps on ``executor``
     ("inline", "process" or "ray"), reusing cached outputs unless ``cache=False``.
-    ``on_step`` is called with each step's record whenever its state changes."""
+    ``on_step`` is called with each step's record whenever its state changes; ``parent`` makes
+    the pipeline's tracked run a child of that run (as tuning trials are)."""
     import tidal
     from tidal.tracking.environment import user_name
 
@@ -206,7 +210,7 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
     values = pipeline.parameters(dict(params or {}))
     graph = pipeline.build(**values)
     ws = workspace or current_workspace()
-    run = tidal.start_run(pipeline.name, name=pipeline.name, workspace=ws,
+    run = tidal.start_run(pipeline.name, name=pipeline.name, workspace=ws, parent=parent,
                           params={k: json.dumps(v) if not isinstance(v, str) else v
                                   for k, v in values.items()},
                           tags={"tidal.pipeline": pipeline.name, "tidal.executor": executor},

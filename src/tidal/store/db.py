@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, exc
 from sqlalchemy.engine import Engine, make_url
@@ -178,3 +178,13 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def upsert(conn: Connection, table: Any) -> Any:
+    """An INSERT that takes ON CONFLICT clauses, for the connection's dialect (SQLite and
+    PostgreSQL share the API): how a row that concurrent writers may both create is made."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    return dialect_insert(table)

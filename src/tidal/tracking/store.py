@@ -15,6 +15,7 @@ from tidal.errors import (
     RunStateError,
 )
 from tidal.ids import new_id, now_ms
+from tidal.store.db import upsert
 from tidal.store.workspace import Workspace
 from tidal.tracking.schema import (
     artifacts,
@@ -42,15 +43,6 @@ class ExperimentInfo:
     last_run_at: int | None = None
 
 
-def _upsert(conn: Connection, table: Any):  # type: ignore[no-untyped-def]
-    """INSERT with ON CONFLICT for the connection's dialect (both share the same API)."""
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    return dialect_insert(table)
-
-
 # -- experiments ------------------------------------------------------------------------------
 
 def get_or_create_experiment(ws: Workspace, name: str) -> str:
@@ -61,7 +53,7 @@ def get_or_create_experiment(ws: Workspace, name: str) -> str:
         return found[0]
 
     def create(conn: Connection) -> str:
-        conn.execute(_upsert(conn, experiments).values(
+        conn.execute(upsert(conn, experiments).values(
             id=new_id(), name=name, created_at=now_ms()).on_conflict_do_nothing())
         return conn.execute(select(experiments.c.id).where(experiments.c.name == name)).scalar_one()
 
@@ -144,7 +136,7 @@ def set_tags(ws: Workspace, run_id: str, new: Mapping[str, str]) -> None:
     def work(conn: Connection) -> None:
         if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise RunNotFoundError(f"no run with id {run_id!r}", field="run_id")
-        stmt = _upsert(conn, tags)
+        stmt = upsert(conn, tags)
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[tags.c.run_id, tags.c.key], set_={"value": stmt.excluded.value}),
             [{"run_id": run_id, "key": k, "value": v} for k, v in new.items()])
@@ -170,7 +162,7 @@ def write_points(ws: Workspace, points: Sequence[Point]) -> None:
 
     def work(conn: Connection) -> None:
         conn.execute(insert(metrics), rows)
-        stmt = _upsert(conn, latest_metrics)
+        stmt = upsert(conn, latest_metrics)
         newer = or_(stmt.excluded.step > latest_metrics.c.step,
                     and_(stmt.excluded.step == latest_metrics.c.step,
                          stmt.excluded.timestamp >= latest_metrics.c.timestamp))
@@ -192,7 +184,7 @@ def add_artifacts(ws: Workspace, run_id: str, entries: Iterable[tuple[str, str, 
 
     def work(conn: Connection) -> None:
         _require_running(conn, run_id)
-        stmt = _upsert(conn, artifacts)
+        stmt = upsert(conn, artifacts)
         conn.execute(stmt.on_conflict_do_update(
             index_elements=[artifacts.c.run_id, artifacts.c.path],
             set_={c: stmt.excluded[c] for c in ("digest", "size", "created_at")}), rows)
