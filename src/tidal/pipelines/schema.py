@@ -1,4 +1,4 @@
-"""Tables of pipeline runs and of their steps' runs.
+"""Tables of pipeline runs, of their steps' runs, and of the scheduler's triggers and leases.
 
 A pipeline run is also a tracked run (same id) and each step run a child run, so params,
 metrics and logs show in ``tidal runs``; these tables add what orchestration needs: the
@@ -48,4 +48,34 @@ step_runs = Table(
     Column("ended_at", Millis, nullable=True),
     UniqueConstraint("pipeline_run_id", "node"),
     Index("ix_step_runs_cache_key", "cache_key"),
+)
+
+# One row per fire time of a scheduled pipeline, claimed by the scheduler that inserted it: the
+# unique (pipeline, fire_time) pair is what keeps two schedulers from starting one fire time
+# twice. ``status``: started, skipped, finished or failed.
+schedule_triggers = Table(
+    "schedule_triggers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("pipeline", String(KEY_LENGTH), nullable=False),
+    Column("schedule", String(KEY_LENGTH), nullable=False),
+    Column("fire_time", Millis, nullable=False),
+    Column("claimed_at", Millis, nullable=False),
+    Column("owner", String(KEY_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("pipeline_run_id", Id, nullable=True),
+    Column("ended_at", Millis, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("pipeline", "fire_time"),
+)
+
+# Who schedules a set of pipelines now: the owner holds the lease until ``expires_at`` and
+# renews it while alive; anyone may take it once it has expired.
+scheduler_leases = Table(
+    "scheduler_leases",
+    metadata,
+    Column("name", String(KEY_LENGTH), primary_key=True),
+    Column("owner", String(KEY_LENGTH), nullable=False),
+    Column("acquired_at", Millis, nullable=False),
+    Column("expires_at", Millis, nullable=False),
 )

@@ -1,4 +1,4 @@
-"""Pipelines: pipeline runs and the runs of their steps.
+"""Pipelines: pipeline runs, the runs of their steps, schedule triggers and scheduler leases.
 
 Revision ID: 0005
 Revises: 0004
@@ -50,8 +50,34 @@ def upgrade() -> None:
         sa.UniqueConstraint("pipeline_run_id", "node", name="uq_step_runs_pipeline_run_id_node"),
     )
     op.create_index("ix_step_runs_cache_key", "step_runs", ["cache_key"])
+    op.create_table(
+        "schedule_triggers",
+        sa.Column("id", sa.String(32), nullable=False),
+        sa.Column("pipeline", sa.String(250), nullable=False),
+        sa.Column("schedule", sa.String(250), nullable=False),
+        sa.Column("fire_time", sa.BigInteger(), nullable=False),
+        sa.Column("claimed_at", sa.BigInteger(), nullable=False),
+        sa.Column("owner", sa.String(250), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("pipeline_run_id", sa.String(32), nullable=True),
+        sa.Column("ended_at", sa.BigInteger(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_schedule_triggers"),
+        sa.UniqueConstraint("pipeline", "fire_time",
+                            name="uq_schedule_triggers_pipeline_fire_time"),
+    )
+    op.create_table(
+        "scheduler_leases",
+        sa.Column("name", sa.String(250), nullable=False),
+        sa.Column("owner", sa.String(250), nullable=False),
+        sa.Column("acquired_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_scheduler_leases"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("scheduler_leases")
+    op.drop_table("schedule_triggers")
     op.drop_table("step_runs")
     op.drop_table("pipeline_runs")
