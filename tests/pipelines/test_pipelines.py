@@ -105,6 +105,7 @@ def test_a_failed_step_stops_its_descendants_while_other_branches_finish(workspa
     with pytest.raises(StepFailedError, match="fail_always") as caught:
         run_pipeline(flows.partly_failing)
     assert "RuntimeError: boom" in str(caught.value)
+    assert caught.value.run.steps["after_failure"].status == "skipped"
     with workspace.db.read() as conn:
         rows = dict(conn.execute(step_runs.select().with_only_columns(
             step_runs.c.node, step_runs.c.status)).all())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tidal.errors import InvalidValueError, TidalError
 
 
@@ -18,6 +20,8 @@ class StepOutputError(TidalError):
 
 
 class StepFailedError(TidalError):
-    """A step raised (after its retries) or ran past its timeout; its descendants did not run."""
+    """A step raised (after its retries) or ran past its timeout; its descendants did not run.
+    ``run`` is the pipeline run (its id, and what every step did) when the driver raised it."""
 
     status_code = 500
+    run: Any = None

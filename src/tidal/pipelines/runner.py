@@ -282,6 +282,20 @@ def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str, ca
     runner = make_executor(executor)
     try:
         _drive(graph, ws, result, runner, cache, on_step or (lambda record: None))
+    except BaseException:
+        # an interrupt or a store failure outside any step: the run and whatever was running
+        # end failed, so that resume picks them up
+        def work(conn: Any) -> None:
+            conn.execute(update(step_runs).where(step_runs.c.pipeline_run_id == result.id,
+                                                 step_runs.c.status == "running")
+                         .values(status="failed", ended_at=now_ms(),
+                                 error="the pipeline's driver stopped while it ran"))
+            conn.execute(update(pipeline_runs).where(pipeline_runs.c.id == result.id)
+                         .values(status="failed", ended_at=now_ms()))
+
+        ws.db.write(work)
+        result.status = "failed"
+        raise
     finally:
         runner.close()
     failed = [r for r in result.steps.values() if r.status == "failed"]
@@ -289,11 +303,13 @@ def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str, ca
     ws.db.write(lambda conn: conn.execute(update(pipeline_runs).where(
         pipeline_runs.c.id == result.id).values(status=result.status, ended_at=now_ms())))
     if failed:
-        raise StepFailedError(
+        error = StepFailedError(
             f"pipeline {graph.pipeline!r} run {result.id}: step(s) "
             f"{', '.join(r.node for r in failed)} failed; "
             f"{sum(r.status == 'skipped' for r in result.steps.values())} step(s) "
             f"downstream did not run.\n{failed[0].error}", field="step")
+        error.run = result
+        raise error
 
 
 def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache: bool,
