@@ -13,6 +13,7 @@ from tidal.errors import InvalidValueError
 EXECUTORS: dict[str, str] = {
     "inline": "tidal.pipelines.executors.inline:InlineExecutor",
     "process": "tidal.pipelines.executors.process:ProcessExecutor",
+    "ray": "tidal.pipelines.executors.ray:RayExecutor",
 }
 
 
