@@ -142,14 +142,12 @@ def execute_step(task: Mapping[str, Any]) -> dict[str, Any]:
                 if type(failure).__name__ == "TrialPruned":  # a tuning pruner's stop: final
                     attempts = options.retries + 1
             if attempts > options.retries:
-                run.set_tag("tidal.attempts", attempts)
                 raise StepFailedError(f"step {task['node']!r} failed after {attempts} "
                                       f"attempt(s):\n{error}", field=task["node"])
             time.sleep(options.retry_delay * 2 ** (attempts - 1))
         values = step.check_output(value)
         outputs = [save_output(v, OutputSlot(ws, task["pipeline"], task["node"], i,
                                              len(values))) for i, v in enumerate(values)]
-        run.set_tag("tidal.attempts", attempts)
     return {"outputs": outputs, "run_id": run.id, "attempts": attempts}
 
 

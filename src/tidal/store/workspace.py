@@ -50,6 +50,10 @@ def open_workspace(
     storage_options: dict[str, Any] | None = None,
 ) -> Workspace:
     """Open (or reuse) the workspace these arguments resolve to, without making it current."""
+    if isinstance(uri, str) and isinstance(artifacts, str) and storage_options is None:
+        ws = _open.get((uri, artifacts))  # a workspace named exactly: no settings to resolve
+        if ws is not None:
+            return ws
     settings = resolve_settings(uri, artifacts)
     key = (settings.db_url, settings.artifacts)
     with _lock:

@@ -66,9 +66,11 @@ def start_run(
     if parent is None and _stack and _stack[-1].workspace is ws:
         parent = _stack[-1]
     parent_id = parent.id if isinstance(parent, ActiveRun) else parent
+    experiment_id = None
     if parent_id is not None:
-        parent_record = store.fetch_run(ws, parent_id)  # raises RunNotFoundError if unknown
-        experiment = experiment or parent_record["experiment"]
+        parent_experiment = store.experiment_of(ws, parent_id)  # RunNotFoundError if unknown
+        if experiment is None or experiment == parent_experiment[1]:
+            experiment_id, experiment = parent_experiment
     experiment = experiment or os.environ.get("TIDAL_EXPERIMENT") or DEFAULT_EXPERIMENT
     check_key(experiment, "experiment")
     run_id = new_id()
@@ -88,7 +90,7 @@ def start_run(
     git = environment.git_state(os.getcwd())
     store.create_run(ws, {
         "id": run_id,
-        "experiment_id": store.get_or_create_experiment(ws, experiment),
+        "experiment_id": experiment_id or store.get_or_create_experiment(ws, experiment),
         "parent_id": parent_id,
         "name": name,
         "status": RUNNING,

@@ -194,6 +194,21 @@ def add_artifacts(ws: Workspace, run_id: str, entries: Iterable[tuple[str, str, 
 
 # -- reads ------------------------------------------------------------------------------------
 
+def experiment_of(ws: Workspace, run_id: str) -> tuple[str, str]:
+    """(experiment id, experiment name) of a run, in one query: what starting a child run
+    needs of its parent, which may have thousands of children."""
+    if not isinstance(run_id, str) or not run_id:
+        raise RunNotFoundError(f"run id must be a non-empty string, got {run_id!r}",
+                               field="run_id")
+    with ws.db.read() as conn:
+        row = conn.execute(select(runs.c.experiment_id, experiments.c.name)
+                           .join(experiments, experiments.c.id == runs.c.experiment_id)
+                           .where(runs.c.id == run_id)).first()
+    if row is None:
+        raise RunNotFoundError(f"no run with id {run_id!r} in {ws.location}", field="run_id")
+    return row[0], row[1]
+
+
 def fetch_run(ws: Workspace, run_id: str) -> dict[str, Any]:
     """Everything about one run: its row, experiment name, params, tags and latest metrics."""
     if not isinstance(run_id, str) or not run_id:
