@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from tidal.errors import InvalidValueError, NotFoundError, TidalError
 from tidal.ids import digest_bytes, new_id, now_ms
@@ -61,6 +61,8 @@ class PipelineRun:
     status: str
     steps: dict[str, StepRecord] = field(default_factory=dict)
     workspace: Workspace = field(default=None, repr=False)  # type: ignore[assignment]
+    #: nodes that have a step_runs row already (a resumed run's), updated rather than inserted
+    recorded: set[str] = field(default_factory=set, repr=False)
 
     def output(self, node: str, index: int = 0) -> Any:
         """A step's output, read back from the artifact store."""
@@ -167,8 +169,10 @@ def _cached(ws: Workspace, key: str) -> Any:
             .order_by(step_runs.c.ended_at.desc()).limit(1)).first()
 
 
-def _record_step(ws: Workspace, pipeline_run_id: str, record: StepRecord,
+def _record_step(ws: Workspace, result: PipelineRun, record: StepRecord,
                  started: int | None) -> None:
+    """Insert the step's row, or update it when it has one (a resumed or running step).
+    Statements take bound parameters, so each compiles once per process."""
     values = {"status": record.status, "run_id": record.run_id,
               "cached_from": record.cached_from, "attempts": record.attempts,
               "outputs": None if record.outputs is None else json.dumps(record.outputs),
@@ -176,16 +180,19 @@ def _record_step(ws: Workspace, pipeline_run_id: str, record: StepRecord,
               "cache_key": record.cache_key}
 
     def work(conn: Any) -> None:
-        updated = conn.execute(update(step_runs).where(
-            step_runs.c.pipeline_run_id == pipeline_run_id, step_runs.c.node == record.node)
-            .values(**values))
-        if updated.rowcount == 0:
-            conn.execute(insert(step_runs).values(
-                id=new_id(), pipeline_run_id=pipeline_run_id, node=record.node,
-                step=record.step, **values))
+        if record.node in result.recorded:
+            conn.execute(_UPDATE_STEP, [{"run_": result.id, "node_": record.node, **values}])
+        else:
+            conn.execute(insert(step_runs), [{"id": new_id(), "pipeline_run_id": result.id,
+                                              "node": record.node, "step": record.step,
+                                              **values}])
 
     ws.db.write(work)
+    result.recorded.add(record.node)
 
+
+_UPDATE_STEP = update(step_runs).where(step_runs.c.pipeline_run_id == bindparam("run_"),
+                                       step_runs.c.node == bindparam("node_"))
 
 def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
                  executor: str = "inline", cache: bool = True,
@@ -249,7 +256,8 @@ def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = T
 
     pipeline = load_pipeline(row.target)
     graph = pipeline.build(**json.loads(row.params))
-    result = PipelineRun(run_id, row.pipeline, "running", workspace=ws)
+    result = PipelineRun(run_id, row.pipeline, "running", workspace=ws,
+                         recorded={record.node for record in records})
     for record in records:
         if record.status in ("done", "cached") and record.node in graph.nodes:
             result.steps[record.node] = StepRecord(
@@ -312,7 +320,6 @@ def _execute(graph: Graph, ws: Workspace, result: PipelineRun, executor: str, ca
 
 def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache: bool,
            on_step: Callable[[StepRecord], None]) -> None:
-    run_id = result.id
     pending = [name for name in graph.order if name not in result.steps]
     running: dict[Future[dict[str, Any]], tuple[StepRecord, int]] = {}
     blocked: set[str] = set()
@@ -323,7 +330,7 @@ def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache:
                 pending.remove(name)
                 record = StepRecord(name, node.step.name, "skipped", "")
                 result.steps[name] = record
-                _record_step(ws, run_id, record, None)
+                _record_step(ws, result, record, None)
                 on_step(record)
                 continue
             upstream = [result.steps.get(n) for n in node.upstream]
@@ -338,17 +345,17 @@ def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache:
                 record = StepRecord(name, node.step.name, "cached", key, cached_from=hit.id,
                                     outputs=json.loads(hit.outputs))
                 result.steps[name] = record
-                _record_step(ws, run_id, record, now_ms())
+                _record_step(ws, result, record, now_ms())
                 on_step(record)
                 continue
             record = StepRecord(name, node.step.name, "running", key)
             result.steps[name] = record
             started = now_ms()
-            _record_step(ws, run_id, record, started)
+            _record_step(ws, result, record, started)
             on_step(record)
             task = {"db_url": ws.settings.db_url, "artifacts": ws.settings.artifacts,
                     "target": node.step.target, "node": name, "pipeline": graph.pipeline,
-                    "params": node.params, "inputs": inputs, "parent": run_id}
+                    "params": node.params, "inputs": inputs, "parent": result.id}
             running[runner.submit(task)] = (record, started)
         if not running:
             continue
@@ -367,5 +374,5 @@ def _drive(graph: Graph, ws: Workspace, result: PipelineRun, runner: Any, cache:
             else:
                 record.status, record.outputs = "done", answer["outputs"]
                 record.run_id, record.attempts = answer["run_id"], answer["attempts"]
-            _record_step(ws, run_id, record, started)
+            _record_step(ws, result, record, started)
             on_step(record)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from tidal.errors import (
     ExperimentNotFoundError,
@@ -92,7 +92,7 @@ def list_experiments(ws: Workspace) -> list[ExperimentInfo]:
 def create_run(ws: Workspace, row: Mapping[str, Any], run_params: Mapping[str, str],
                run_tags: Mapping[str, str]) -> None:
     def work(conn: Connection) -> None:
-        conn.execute(insert(runs).values(**row))
+        conn.execute(insert(runs), [dict(row)])  # parameters, not .values(): compiled once
         if run_params:
             conn.execute(insert(params), [
                 {"run_id": row["id"], "key": k, "value": v} for k, v in run_params.items()])
@@ -145,8 +145,10 @@ def set_tags(ws: Workspace, run_id: str, new: Mapping[str, str]) -> None:
 
 
 def end_run(ws: Workspace, run_id: str, status: str, values: Mapping[str, Any]) -> None:
-    ws.db.write(lambda conn: conn.execute(
-        update(runs).where(runs.c.id == run_id).values(status=status, **values)))
+    # bound parameters rather than .values(...): the statement compiles once per set of keys
+    statement = update(runs).where(runs.c.id == bindparam("run_id_"))
+    ws.db.write(lambda conn: conn.execute(statement, [
+        {"run_id_": run_id, "status": status, **values}]))
 
 
 def write_points(ws: Workspace, points: Sequence[Point]) -> None:
