@@ -10,17 +10,15 @@ import time
 
 import numpy as np
 import pytest
+import ray
 
 import tidal
 from tidal.errors import InvalidValueError, MissingDependencyError
 from tidal.pipelines import StepFailedError, run_pipeline
+from tidal.pipelines.executors.ray import RayExecutor, _ray, ray_options
 from tidal.pipelines.schema import step_runs
 
 from . import flows
-
-ray = pytest.importorskip("ray")
-
-from tidal.pipelines.executors.ray import RayExecutor, _ray, ray_options
 
 
 @pytest.fixture(scope="module")
