@@ -142,6 +142,42 @@ def finish(table: Any, head: str, *, quick: bool, write: bool, name: str, title:
     sys.exit(1 if table.failed else 0)
 
 
+def say(message: str) -> None:
+    """Progress on stderr, so that stdout holds only the figures."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class ResultTable:
+    """The table every runner prints: one row per figure, PASS/FAIL where the figure has a
+    target, and the failed figures listed in ``failed``. ``right`` are the columns aligned
+    to the right (the figures)."""
+
+    HEADER: tuple[str, ...] = ()
+    RIGHT: frozenset[int] = frozenset()
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+        self.failed: list[str] = []
+
+    def row(self, figure: str, *cells: str, passed: bool | None = None) -> None:
+        verdict = "" if passed is None else "PASS" if passed else "FAIL"
+        if passed is False:
+            self.failed.append(figure)
+        self.rows.append((figure, *cells, verdict))
+
+    def render(self) -> str:
+        rows = [self.HEADER, *self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER))]
+
+        def line(row: tuple[str, ...]) -> str:
+            cells = [cell.rjust(widths[i]) if i in self.RIGHT else cell.ljust(widths[i])
+                     for i, cell in enumerate(row)]
+            return "  ".join(cells).rstrip()
+
+        rule = "  ".join("-" * width for width in widths)
+        return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
 def write_results(name: str, text: str) -> None:
     """Replace the benchmark's own section of RESULTS.md (between its markers), or add it."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
+    ResultTable,
     check_anchor_python,
     finish,
     fmt_s,
@@ -163,36 +164,20 @@ def percentile(samples: list[int], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))])
 
 
-class Table:
+class Table(ResultTable):
     HEADER = ("Figure", "Floor", "Tidal", "Feast", "Ratio", "Target", "Result")
+    RIGHT = frozenset({1, 2, 3, 4})
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, ...]] = []
-        self.failed: list[str] = []
+        super().__init__()
         self.checks: list[str] = []  # failed correctness checks (these count in quick runs too)
 
     def add(self, figure: str, floor: str = "", tidal: str = "", feast: str = "",
             ratio_value: float = math.nan, target: str = "", passed: bool | None = None,
             check: bool = False) -> None:
-        verdict = "" if passed is None else "PASS" if passed else "FAIL"
-        if passed is False:
-            self.failed.append(figure)
-            if check:
-                self.checks.append(figure)
-        self.rows.append((figure, floor, tidal, feast, fmt_ratio(ratio_value), target, verdict))
-
-    def render(self) -> str:
-        rows = [self.HEADER, *self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER))]
-        right = {1, 2, 3, 4}
-
-        def line(row: tuple[str, ...]) -> str:
-            cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-                     for i, cell in enumerate(row)]
-            return "  ".join(cells).rstrip()
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+        if passed is False and check:
+            self.checks.append(figure)
+        self.row(figure, floor, tidal, feast, fmt_ratio(ratio_value), target, passed=passed)
 
 
 def offline_rows(table: Table, key: str, data: dict[str, Any], quick: bool) -> None:

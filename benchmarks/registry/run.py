@@ -35,11 +35,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w
 from report import (
+    ResultTable,
     check_anchor_python,
     finish,
     fmt_s,
     load_average,
     run_bench,
+    say,
 )
 
 # Targets of the registry issue.
@@ -78,10 +80,6 @@ def parse_args() -> argparse.Namespace:
     if args.write_results and (args.quick or args.rounds is not None):
         parser.error("--write-results records full runs only; drop --quick and --rounds")
     return args
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -171,33 +169,13 @@ def fmt_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-class Table:
+class Table(ResultTable):
     HEADER = ("Figure", "Tidal", "Compared with", "Ratio", "Target", "Result")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, ...]] = []
-        self.failed: list[str] = []
+    RIGHT = frozenset({1, 2, 3})
 
     def add(self, figure: str, tidal: str = "", other: str = "", ratio: float = math.nan,
             target: str = "", passed: bool | None = None, ratio_text: str | None = None) -> None:
-        verdict = "" if passed is None else "PASS" if passed else "FAIL"
-        if passed is False:
-            self.failed.append(figure)
-        self.rows.append((figure, tidal, other, ratio_text or fmt_ratio(ratio), target,
-                          verdict))
-
-    def render(self) -> str:
-        rows = [self.HEADER, *self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER))]
-        right = {1, 2, 3}
-
-        def line(row: tuple[str, ...]) -> str:
-            cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-                     for i, cell in enumerate(row)]
-            return "  ".join(cells).rstrip()
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+        self.row(figure, tidal, other, ratio_text or fmt_ratio(ratio), target, passed=passed)
 
 
 def _series(raw: dict[str, Any], key: str, tool: str, field: str) -> list[float]:

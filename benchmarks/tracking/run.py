@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
+    ResultTable,
     check_anchor_python,
     finish,
     fmt_s,
@@ -111,32 +112,13 @@ def ratio(mlflow: float, tidal: float) -> float:
     return mlflow / tidal if tidal > 0 else math.inf
 
 
-class Table:
+class Table(ResultTable):
     HEADER = ("Figure", "Tidal", "MLflow", "Ratio", "Target", "Result")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, ...]] = []
-        self.failed: list[str] = []
+    RIGHT = frozenset({1, 2, 3})
 
     def add(self, figure: str, tidal: str, mlflow: str, ratio_value: float = math.nan,
             target: str = "", passed: bool | None = None) -> None:
-        verdict = "" if passed is None else "PASS" if passed else "FAIL"
-        if passed is False:
-            self.failed.append(figure)
-        self.rows.append((figure, tidal, mlflow, fmt_ratio(ratio_value), target, verdict))
-
-    def render(self) -> str:
-        rows = [self.HEADER, *self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.HEADER))]
-        right = {1, 2, 3}
-
-        def line(row: tuple[str, ...]) -> str:
-            cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-                     for i, cell in enumerate(row)]
-            return "  ".join(cells).rstrip()
-
-        rule = "  ".join("-" * width for width in widths)
-        return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+        self.row(figure, tidal, mlflow, fmt_ratio(ratio_value), target, passed=passed)
 
 
 def same_m1(got: list[float], expected: list[float]) -> bool:
