@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import tidal
+from tidal.errors import InvalidValueError
 from tidal.pipelines import (
     InvalidCronError,
     PipelineDefinitionError,
@@ -132,6 +133,10 @@ def test_bad_definitions_fail_before_any_step_runs(workspace):
             flows.train(flows.load(), c=object())
 
         run_pipeline(odd)
+    with pytest.raises(InvalidValueError, match="pipeline name 'daily run' is not valid"):
+        tidal.pipeline(name="daily run")(lambda: None)
+    with pytest.raises(InvalidValueError, match="step name '../x' is not valid"):
+        tidal.step(name="../x")(lambda: 1)
     with pytest.raises(InvalidCronError, match="not a cron expression"):
         tidal.pipeline(schedule="every day at noon")(lambda: None)
 

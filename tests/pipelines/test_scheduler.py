@@ -348,7 +348,7 @@ def test_the_command_refuses_an_unscheduled_pipeline_and_a_bad_cron(workspace, b
     assert run_rows(workspace, "nightly") == [] and trigger_rows(workspace) == []
 
 
-# -- loading pipelines -------------------------------------------------------------------------------
+# -- loading pipelines -----------------------------------------------------------------------------
 
 def test_pipelines_load_from_modules_and_files(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))  # a file's folder is added to it

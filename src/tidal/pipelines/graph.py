@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidal.errors import InvalidValueError
+from tidal.ids import check_name
 from tidal.pipelines.errors import PipelineDefinitionError
 from tidal.pipelines.step import Step
 
@@ -201,7 +202,8 @@ class Pipeline:
 
 
 def load_pipeline(target: str) -> Pipeline:
-    """The pipeline at ``module:attribute`` (a file path works as the module: ``flows.py:daily``)."""
+    """The pipeline at ``module:attribute``; a file path works as the module
+    (``flows.py:daily``)."""
     import importlib
     import importlib.util
     import sys
@@ -244,6 +246,7 @@ def pipeline(function: Callable[..., Any] | None = None, *, name: str | None = N
     def wrap(fn: Callable[..., Any]) -> Pipeline:
         if not callable(fn):
             raise InvalidValueError("@tidal.pipeline decorates a function", field="pipeline")
-        return Pipeline(fn, name or fn.__name__, schedule)
+        # the name prefixes the dataset versions of the pipeline's outputs
+        return Pipeline(fn, check_name(name or fn.__name__, what="pipeline"), schedule)
 
     return wrap(function) if function is not None else wrap

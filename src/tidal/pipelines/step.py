@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidal.errors import InvalidValueError
+from tidal.ids import check_name
 from tidal.pipelines.errors import PipelineDefinitionError, StepOutputError
 
 
@@ -169,6 +170,7 @@ def step(function: Callable[..., Any] | None = None, *, name: str | None = None,
     def wrap(fn: Callable[..., Any]) -> Step:
         if not callable(fn) or isinstance(fn, Step):
             raise InvalidValueError("@tidal.step decorates a function", field="step")
-        return Step(fn, name or fn.__name__, options)
+        # the name is a node's name, and part of its outputs' dataset names
+        return Step(fn, check_name(name or fn.__name__, what="step"), options)
 
     return wrap(function) if function is not None else wrap
