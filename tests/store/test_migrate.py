@@ -10,13 +10,14 @@ from tidal.errors import SchemaVersionError
 from tidal.features.schema import metadata as features_metadata
 from tidal.models.schema import metadata as models_metadata
 from tidal.pipelines.schema import metadata as pipelines_metadata
+from tidal.serving.schema import metadata as serving_metadata
 from tidal.store.db import Database
 from tidal.store.migrate import HEAD_REVISION, MIGRATIONS_DIR, current_revision, ensure_schema
 from tidal.store.workspace import Workspace
 from tidal.tracking.schema import metadata as tracking_metadata
 
 DOMAIN_METADATA = [tracking_metadata, data_metadata, features_metadata, models_metadata,
-                   pipelines_metadata]
+                   pipelines_metadata, serving_metadata]
 
 
 def test_head_revision_constant_matches_the_migration_scripts():
