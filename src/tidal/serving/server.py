@@ -1,0 +1,187 @@
+"""Running the app: uvicorn worker processes on one listening socket, supervised.
+
+The socket is made here, with TCP_NODELAY set on it so that every accepted connection inherits
+it (uvicorn's own ``--workers`` leaves Nagle's algorithm on for the shared socket, which costs
+tens of milliseconds a request). Workers are spawned processes, each loading the models
+itself; one that dies is replaced, and SIGTERM or Ctrl-C stops them all gracefully so their
+prediction logs are flushed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tidal.errors import ConfigError, InvalidValueError
+from tidal.serving.app import ServerSettings, ServingApp
+from tidal.store.workspace import Workspace, current_workspace, open_workspace
+
+log = logging.getLogger("tidal.serving")
+
+#: A worker that exits this soon after starting failed to start (a model that cannot load).
+_STARTUP_S = 15.0
+_MAX_QUICK_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    db_url: str
+    artifacts: str
+    settings: ServerSettings
+    log_level: str
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str | os.PathLike[str]) -> str:
+    """The bearer token in a file (whitespace around it ignored)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read the token file {os.fspath(path)!r}: {error.strerror}",
+                          field="token_file") from None
+    if len(token) < 16:
+        raise ConfigError(f"the token in {os.fspath(path)!r} is {len(token)} characters; use at "
+                          "least 16 (e.g. python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))')", field="token_file")
+    return token
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}",
+                          field="port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, log_level: str) -> Any:
+    import importlib.util
+
+    import uvicorn
+
+    return uvicorn.Config(
+        app, lifespan="on", access_log=False, log_level=log_level,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        timeout_graceful_shutdown=10)
+
+
+def _run_worker(sock: socket.socket, spec: _WorkerSpec) -> None:
+    import uvicorn
+
+    ws = open_workspace(spec.db_url, spec.artifacts)
+    app = ServingApp(ws, spec.settings)
+    uvicorn.Server(_uvicorn_config(app, spec.log_level)).run(sockets=[sock])
+
+
+def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+          workers: int = 1, token: str | None = None, settings: ServerSettings | None = None,
+          workspace: Workspace | None = None, log_level: str = "warning") -> None:
+    """Serve ``endpoints`` (None: all of the workspace's, new ones included) until SIGTERM or
+    Ctrl-C. Binding anything but a loopback address needs a bearer ``token``."""
+    if type(workers) is not int or not 1 <= workers <= 64:
+        raise InvalidValueError(f"workers must be an integer from 1 to 64, got {workers!r}",
+                                field="workers")
+    if not is_loopback(host) and token is None:
+        raise ConfigError(f"serving on {host} exposes the models beyond this machine; give a "
+                          "bearer token (--token-file) or bind 127.0.0.1", field="host")
+    ws = workspace or current_workspace()
+    base = settings or ServerSettings()
+    settings = ServerSettings(
+        endpoints=tuple(endpoints) if endpoints else None, token=token,
+        max_body_bytes=base.max_body_bytes, reload_interval=base.reload_interval,
+        trust=base.trust, log_predictions=base.log_predictions,
+        trust_feature_code=base.trust_feature_code)
+    spec = _WorkerSpec(ws.settings.db_url, ws.settings.artifacts, settings, log_level)
+    sock = bind_socket(host, port)
+    try:
+        if workers == 1:
+            _run_worker(sock, spec)
+            return
+        # Workers write their metrics to files here, so any of them can answer with the sum.
+        metrics_dir = tempfile.mkdtemp(prefix="tidal-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            _supervise(sock, spec, workers)
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    finally:
+        sock.close()
+
+
+def _supervise(sock: socket.socket, spec: _WorkerSpec, count: int) -> None:
+    from prometheus_client import multiprocess
+
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def start() -> tuple[Any, float]:
+        process = context.Process(target=_run_worker, args=(sock, spec), daemon=False)
+        process.start()
+        return process, time.monotonic()
+
+    processes = [start() for _ in range(count)]
+    quick_failures = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for position, (process, started) in enumerate(processes):
+                if process.is_alive() or stopping:
+                    continue
+                multiprocess.mark_process_dead(process.pid)
+                if time.monotonic() - started < _STARTUP_S:
+                    quick_failures += 1
+                    if quick_failures >= _MAX_QUICK_FAILURES:
+                        raise ConfigError(f"server workers keep exiting at start (exit code "
+                                          f"{process.exitcode}); see the errors above",
+                                          field="serve")
+                else:
+                    quick_failures = 0
+                log.warning("worker %s exited with code %s; starting another", process.pid,
+                            process.exitcode)
+                processes[position] = start()
+    finally:
+        for process, _ in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + 20
+        for process, _ in processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
