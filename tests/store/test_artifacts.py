@@ -77,3 +77,52 @@ def test_clean_artifact_path_refuses_non_strings():
 def test_unknown_fsspec_scheme_gives_a_clear_error():
     with pytest.raises(ConfigError, match="nosuchproto"):
         ArtifactStore("nosuchproto://bucket/prefix")
+
+
+def test_plain_files_are_written_listed_and_read(workspace):
+    store = workspace.artifacts
+    assert store.list_files("logs") == []
+    store.write_file("logs/a/1.bin", b"one")
+    store.write_file("logs/a/2.bin", b"two")
+    store.write_file("logs/b/c/3.bin", b"three")
+    store.write_file("logsx/4.bin", b"not under logs/")
+    store.write_file("logs/a/1.bin", b"one, again")  # replaces
+    assert store.list_files("logs") == ["logs/a/1.bin", "logs/a/2.bin", "logs/b/c/3.bin"]
+    assert store.list_files("logs/a/") == ["logs/a/1.bin", "logs/a/2.bin"]
+    assert store.read_file("logs/a/1.bin") == b"one, again"
+    assert store.read_file("logs/b/c/3.bin") == b"three"
+    with pytest.raises(ArtifactNotFoundError, match="logs/a/9.bin"):
+        store.read_file("logs/a/9.bin")
+
+
+def test_plain_files_stay_inside_the_root_and_out_of_the_blobs(tmp_path):
+    store = ArtifactStore(str(tmp_path / "art"))
+    for path in ("../x", "/etc/passwd", "a/../../x", "a//b", "%2e%2e/x"):
+        with pytest.raises(InvalidArtifactNameError):
+            store.write_file(path, b"x")
+        with pytest.raises(InvalidArtifactNameError):
+            store.read_file(path)
+    for path in ("blobs/aa/bb/x", "tmp/x"):
+        with pytest.raises(InvalidArtifactNameError, match="keeps for itself"):
+            store.write_file(path, b"x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_local_plain_file_writes_leave_no_temporary_files(tmp_path):
+    store = ArtifactStore(str(tmp_path / "art"))
+    for i in range(3):
+        store.write_file(f"logs/{i}.bin", b"x" * i)
+    assert list((tmp_path / "art" / "tmp").iterdir()) == []
+    assert store.list_files("logs") == ["logs/0.bin", "logs/1.bin", "logs/2.bin"]
+
+
+def test_files_added_by_another_process_are_seen_despite_kept_listings(backend, s3_server):
+    import boto3
+
+    store = ArtifactStore(f"s3://tidal-test/{os.urandom(8).hex()}")
+    store.write_file("logs/h/1.bin", b"1")
+    assert store.list_files("logs") == ["logs/h/1.bin"]  # fsspec now keeps these listings
+    bucket, _, prefix = store._root.partition("/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/logs/h/2.bin", Body=b"2")
+    assert store.read_file("logs/h/2.bin") == b"2"
+    assert store.list_files("logs") == ["logs/h/1.bin", "logs/h/2.bin"]

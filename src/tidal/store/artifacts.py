@@ -5,6 +5,10 @@ BLAKE2b digest. Its path is derived from the digest alone, so no name a user giv
 part of a storage path. Writes never expose a partial blob: on local disk the bytes go to a
 temporary file that is fsynced and then renamed into place; on object stores a single PUT is
 already all-or-nothing. Every read re-hashes the bytes and refuses a mismatch.
+
+Beside the blobs, plain files live at relative paths (``write_file``, ``list_files``,
+``read_file``) for data that grows by appending files to folders, such as prediction logs;
+they are written with the same all-or-nothing guarantee.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ _CHUNK = 1 << 20
 MAX_ARTIFACT_PATH = 1024
 # Percent-encoded '.', '/', '\' and NUL: the classic ways around a '..' check (CVE-2023-1177).
 _ENCODED_ESCAPE = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+# Top-level folders of the blobs and of local temporary files: plain files may not go there.
+_RESERVED = frozenset({"blobs", "tmp"})
 
 
 @dataclass(frozen=True)
@@ -209,9 +215,101 @@ class ArtifactStore:
                 os.unlink(tmp_name)
         return destination
 
+    # -- plain files -------------------------------------------------------------------------
+    # Files at relative paths beside the blobs, for data that is appended over time and read by
+    # folder (prediction logs, feedback) rather than addressed by content.
+
+    def _file_path(self, path: str, *, writing: bool = False) -> str:
+        path = clean_artifact_path(path, field="path")
+        if writing and path.split("/", 1)[0] in _RESERVED:
+            raise InvalidArtifactNameError(
+                f"path {path!r} is inside a folder the store keeps for itself "
+                f"({', '.join(sorted(_RESERVED))}); choose another top-level folder", field="path")
+        return f"{self._root}/{path}"
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write ``data`` at ``path`` (relative to the root), replacing any file there.
+
+        Readers never see a partial file: locally the bytes go to a temporary file under
+        ``tmp/`` that is fsynced and renamed into place (and the folder fsynced, so that the
+        file survives a crash once this returns); on object stores one PUT is all-or-nothing.
+        """
+        final = self._file_path(path, writing=True)
+        if not self.is_local:
+            self._fs.pipe_file(final, data)
+            return
+        tmp_dir = Path(self._root, "tmp")
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            folder = os.path.dirname(final)
+            created = not os.path.isdir(folder)
+            os.makedirs(folder, exist_ok=True)
+            os.replace(tmp_name, final)
+            _fsync_dir(folder)
+            while created and len(folder) > len(self._root):  # new folders: their entries too
+                folder = os.path.dirname(folder)
+                _fsync_dir(folder)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+
+    def list_files(self, prefix: str) -> list[str]:
+        """Paths (relative to the root, sorted) of every file under the folder ``prefix``;
+        empty when the folder does not exist."""
+        folder = self._file_path(prefix.rstrip("/"))
+        start = len(self._root) + 1
+        if self.is_local:
+            found = [os.path.join(parent, name)[start:].replace(os.sep, "/")
+                     for parent, _, names in os.walk(folder) for name in names]
+        else:
+            self._forget_listings(folder)
+            found = [path[start:] for path in self._fs.find(folder)]
+        return sorted(found)
+
+    def _forget_listings(self, folder: str) -> None:
+        """Drop the folder listings fsspec keeps for ``folder``, its parents and everything
+        under it: other processes add files, and a kept listing that lacks one makes reading
+        it fail as 'not found'."""
+        self._fs.invalidate_cache(folder)
+        for key in list(self._fs.dircache):
+            if key.startswith(folder + "/"):
+                self._fs.dircache.pop(key, None)
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of the file at ``path`` (relative to the root)."""
+        full = self._file_path(path)
+        try:
+            if self.is_local:
+                with open(full, "rb") as stream:
+                    return stream.read()
+            try:
+                return self._fs.cat_file(full)
+            except FileNotFoundError:  # perhaps only missing from a kept listing: ask again
+                self._forget_listings(full.rsplit("/", 1)[0])
+                return self._fs.cat_file(full)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"file {path!r} is missing from {self.url}") from None
+
     def delete(self, digest: str) -> None:
         path = self._blob_path(digest)
         if self.is_local:
             Path(path).unlink(missing_ok=True)
         elif self._fs.exists(path):
             self._fs.rm_file(path)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX; folders cannot be opened on Windows)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

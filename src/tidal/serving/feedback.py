@@ -1,0 +1,137 @@
+"""Ground truth sent back for earlier predictions, joined to the prediction log by request id.
+
+Labels often arrive long after the answer (a click, a chargeback), so they are stored apart:
+each ``record_feedback`` call writes one Parquet file at
+``feedback/<endpoint>/date=YYYY-MM-DD/hour=HH/<ms>-<random>.parquet`` before it returns, with
+the same all-or-nothing write as the prediction log. Nothing is updated in place: a second
+label for a request is a new row, and the join takes the latest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from tidal.errors import InvalidValueError
+from tidal.ids import check_name, now_ms
+from tidal.serving.prediction_log import (
+    TIMESTAMP,
+    dumps,
+    loads,
+    partition,
+    read_partitions,
+    read_prediction_log,
+    write_parquet,
+)
+
+if TYPE_CHECKING:
+    from tidal.store.workspace import Workspace
+
+FEEDBACK_FOLDER = "feedback"
+MAX_ITEMS = 10_000
+MAX_REQUEST_ID = 128
+SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
+                    ("timestamp", TIMESTAMP)])
+# Feedback can only follow its prediction, but workers' clocks differ a little: a join looks
+# this far before the predictions' start for their labels.
+_CLOCK_SKEW = timedelta(hours=1)
+_KEYS = ("request_id", "label")
+
+
+def _workspace(workspace: Workspace | None) -> Workspace:
+    from tidal.store.workspace import current_workspace
+
+    return workspace or current_workspace()
+
+
+def _check_item(position: int, item: Any) -> tuple[str, str]:
+    """The request id and the label's JSON text of one item, or InvalidValueError."""
+    where = f"items[{position}]"
+    if not isinstance(item, dict):
+        raise InvalidValueError(f"{where} must be an object with 'request_id' and 'label', got "
+                                f"{type(item).__name__}", field=where)
+    unknown = sorted(str(key) for key in item if key not in _KEYS)
+    if unknown:
+        raise InvalidValueError(f"{where} has unknown key(s) {', '.join(unknown)}; accepted: "
+                                "request_id, label", field=f"{where}.{unknown[0]}")
+    request_id = item.get("request_id")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID:
+        got = (f"{len(request_id)} characters" if isinstance(request_id, str)
+               else "none" if "request_id" not in item else type(request_id).__name__)
+        raise InvalidValueError(f"{where}.request_id must be a non-empty string of at most "
+                                f"{MAX_REQUEST_ID} characters (the id the prediction was "
+                                f"answered with), got {got}", field=f"{where}.request_id")
+    accepted = "a number, string, boolean, or a list or object of those"
+    try:
+        label = dumps(item["label"]) if "label" in item else "null"
+    except TypeError as error:
+        raise InvalidValueError(f"{where}.label cannot be stored as JSON ({error}); accepted: "
+                                f"{accepted}", field=f"{where}.label") from None
+    if label == "null":  # also NaN, which JSON has no word for
+        raise InvalidValueError(f"{where}.label is missing, null or NaN; accepted: {accepted}",
+                                field=f"{where}.label")
+    return request_id, label
+
+
+def record_feedback(endpoint: str, items: list[dict], *,
+                    workspace: Workspace | None = None) -> int:
+    """Store labels for earlier predictions of an endpoint; returns how many.
+
+    ``items``: ``[{"request_id": ..., "label": ...}, ...]``, at most 10,000. Everything is
+    checked before anything is written, and the file is durable when this returns.
+    """
+    check_name(endpoint, what="endpoint", field="endpoint")
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        raise InvalidValueError(f"feedback items must be a list of objects with 'request_id' "
+                                f"and 'label', got {type(items).__name__}", field="items")
+    if len(items) > MAX_ITEMS:
+        raise InvalidValueError(f"{len(items)} feedback items in one call; the limit is "
+                                f"{MAX_ITEMS}, send them in several calls", field="items")
+    rows = [_check_item(position, item) for position, item in enumerate(items)]
+    if not rows:
+        return 0
+    now = now_ms()
+    table = pa.table({"request_id": [request_id for request_id, _ in rows],
+                      "label": [label for _, label in rows],
+                      "timestamp": [now] * len(rows)}, schema=SCHEMA)
+    folder = partition(FEEDBACK_FOLDER, endpoint, now // 3_600_000)
+    write_parquet(_workspace(workspace).artifacts,
+                  f"{folder}/{now}-{secrets.token_hex(8)}.parquet", table)
+    return len(rows)
+
+
+def read_feedback(endpoint: str, *, start: datetime | None = None, end: datetime | None = None,
+                  workspace: Workspace | None = None) -> pd.DataFrame:
+    """Feedback received for an endpoint with start <= timestamp < end, oldest first:
+    columns request_id, label (decoded from JSON) and timestamp."""
+    table = read_partitions(_workspace(workspace).artifacts, FEEDBACK_FOLDER, endpoint, SCHEMA,
+                            start, end)
+    frame = table.to_pandas()
+    frame["label"] = pd.Series([loads(text) for text in table["label"].to_pylist()],
+                               index=frame.index, dtype=object)
+    return frame
+
+
+def join_feedback(endpoint: str, *, start: datetime | None = None, end: datetime | None = None,
+                  include_shadow: bool = False,
+                  workspace: Workspace | None = None) -> pd.DataFrame:
+    """The prediction log of an endpoint with start <= timestamp < end, each row with the
+    latest label received for its request id: the columns of ``read_prediction_log`` plus
+    ``label`` (None where no feedback came) and ``feedback_timestamp``. Shadow answers are
+    left out unless ``include_shadow``."""
+    ws = _workspace(workspace)
+    predictions = read_prediction_log(endpoint, start=start, end=end, workspace=ws)
+    if not include_shadow:
+        predictions = predictions[~predictions["shadow"]].reset_index(drop=True)
+    feedback = read_feedback(endpoint, start=None if start is None else start - _CLOCK_SKEW,
+                             workspace=ws)
+    latest = (feedback.drop_duplicates("request_id", keep="last")
+              .rename(columns={"timestamp": "feedback_timestamp"}))
+    joined = predictions.merge(latest, on="request_id", how="left", sort=False)
+    joined["label"] = joined["label"].astype(object).where(joined["label"].notna(), None)
+    return joined
