@@ -116,7 +116,7 @@ def test_local_plain_file_writes_leave_no_temporary_files(tmp_path):
     assert store.list_files("logs") == ["logs/0.bin", "logs/1.bin", "logs/2.bin"]
 
 
-def test_files_added_by_another_process_are_seen_despite_kept_listings(backend, s3_server):
+def test_files_added_by_another_process_are_seen_despite_kept_listings(s3_server):
     import boto3
 
     store = ArtifactStore(f"s3://tidal-test/{os.urandom(8).hex()}")
