@@ -14,7 +14,17 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from tidal.cli import datasets, demo, experiments, features, models, pipeline, runs, scheduler
+from tidal.cli import (
+    datasets,
+    demo,
+    experiments,
+    features,
+    models,
+    pipeline,
+    predict,
+    runs,
+    scheduler,
+)
 from tidal.cli.context import ARTIFACTS_HELP, WORKSPACE_HELP, CliState
 from tidal.cli.render import fail
 from tidal.errors import TidalError
@@ -47,6 +57,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(pipeline.app, name="pipeline")
 app.command("demo")(demo.demo)
 app.command("scheduler")(scheduler.scheduler)
+app.command("predict")(predict.predict)
 
 
 def _version(value: bool) -> None:
