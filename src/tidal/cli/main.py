@@ -24,6 +24,7 @@ from tidal.cli import (
     predict,
     runs,
     scheduler,
+    serving,
 )
 from tidal.cli.context import ARTIFACTS_HELP, WORKSPACE_HELP, CliState
 from tidal.cli.render import fail
@@ -55,8 +56,11 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(serving.app, name="endpoints")
 app.command("demo")(demo.demo)
 app.command("scheduler")(scheduler.scheduler)
+app.command("deploy")(serving.deploy)
+app.command("serve")(serving.serve)
 app.command("predict")(predict.predict)
 
 
