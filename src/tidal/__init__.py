@@ -46,6 +46,7 @@ _MODULES: dict[str, str] = {
     "datasets": "tidal.data.api",
     "features": "tidal.features",
     "models": "tidal.models",
+    "serving": "tidal.serving",
 }
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "models",
     "pipeline",
     "search_runs",
+    "serving",
     "set_tag",
     "set_tags",
     "start_run",
@@ -81,6 +83,7 @@ __all__ = [
 if TYPE_CHECKING:
     import tidal.features as features
     import tidal.models as models
+    import tidal.serving as serving
     from tidal.data import api as datasets
     from tidal.errors import TidalError
     from tidal.pipelines.graph import pipeline

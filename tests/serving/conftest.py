@@ -128,8 +128,9 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def fast(workspace: Workspace) -> dict[str, Any]:
     """Two versions of a cheap numeric classifier, models:/fast/1 (champion) and /2
     (challenger): for tests that send thousands of requests."""
-    import tidal
     from sklearn.linear_model import LogisticRegression
+
+    import tidal
 
     rng = np.random.default_rng(5)
     frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=["x", "y", "z"])

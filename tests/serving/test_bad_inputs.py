@@ -169,8 +169,9 @@ def test_every_bad_request_gets_its_4xx_and_the_server_keeps_serving(ctr, ctr_se
 def test_a_model_that_refuses_valid_input_gets_422_not_500(workspace, serve):
     import numpy as np
     import pandas as pd
-    import tidal
     from sklearn.linear_model import LogisticRegression
+
+    import tidal
 
     frame = pd.DataFrame({"x": np.linspace(0, 1, 20), "y": np.linspace(1, 0, 20)})
     model = LogisticRegression().fit(frame, (frame.x > 0.5).astype(int))

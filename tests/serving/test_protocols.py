@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.serving.conftest import records
@@ -55,22 +56,21 @@ def test_tritons_client_gets_health_metadata_and_correct_answers(ctr, serve, wor
 
 
 def test_one_row_major_tensor_maps_to_the_signature_columns(workspace, serve):
-    import tidal
     from sklearn.linear_model import LinearRegression
+
+    import tidal
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 3))
-    model = LinearRegression().fit(x, x @ [1.0, 2.0, 3.0])
-    import pandas as pd
-
     frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    model = LinearRegression().fit(frame, x @ [1.0, 2.0, 3.0])
     tidal.models.register("lin", model, input_example=frame.head(5), run=False)
     deploy("lin", {"models:/lin/1": 100})
     running = serve(workspace)
     body = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64",
                         "data": x[:2].tolist()}]}
     answer = running.post("/v2/models/lin/infer", json=body).json()
-    np.testing.assert_allclose(answer["outputs"][0]["data"], model.predict(x[:2]))
+    np.testing.assert_allclose(answer["outputs"][0]["data"], model.predict(frame.head(2)))
 
 
 def test_simple_protocol_records_and_columns_answer_like_the_model(ctr, serve, workspace):

@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import re
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -117,10 +116,9 @@ class ServingApp:
         self._token = None if self.settings.token is None else self.settings.token.encode()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._ready = False
-        self._features: Any = None
+        self._feature_store: Any = None
         self._reported_drops = 0
         self.prediction_log: Any = None
-        self.worker = f"{socket.gethostname()}-{os.getpid()}"
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -190,7 +188,7 @@ class ServingApp:
         if self.settings.log_predictions and self.prediction_log is None:
             from tidal.serving.prediction_log import PredictionLog
 
-            self.prediction_log = PredictionLog(self.workspace, worker=self.worker)
+            self.prediction_log = PredictionLog(self.workspace)
             self.prediction_log.start()
 
     def close(self) -> None:
@@ -334,15 +332,16 @@ class ServingApp:
         service = state.endpoint.config.feature_service
         if service is None:
             return columns
-        if self._features is None:
+        if self._feature_store is None:
             from tidal.features.store import FeatureStore
 
-            self._features = await asyncio.to_thread(
+            self._feature_store = await asyncio.to_thread(
                 FeatureStore.from_registry, workspace=self.workspace,
                 trust_code=self.settings.trust_feature_code)
         data = columns.data
         rows = [{name: data[name][i] for name in data} for i in range(columns.rows)]
-        found = await asyncio.to_thread(self._features.get_online_features, rows, service)
+        found = await asyncio.to_thread(self._feature_store.get_online_features, rows,
+                                        service)
         return Columns({**data, **found}, columns.rows)
 
     async def _run(self, state: EndpointState, choice: RouteChoice, columns: Columns,
