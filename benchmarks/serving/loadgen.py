@@ -13,8 +13,9 @@ so when a response comes late its next request goes as soon as the response is i
 latency still counts from when it was due. Requests due in the first ``--warmup`` seconds
 are sent but not counted. Prints one JSON object: the achieved rate, the latency
 percentiles (from the due time, and from the send time), how late the requests were sent
-(the generator's own lag), errors (non-2xx answers, socket errors, timeouts) and the CPU
-this process used, which show whether the generator kept up.
+(all of them, and those due while their connection was idle, whose lateness is the
+generator's own), errors (non-2xx answers, socket errors, timeouts) and the CPU this process
+used, which show whether the generator kept up.
 
 Runs on uvloop where it is installed, plain asyncio otherwise; 127.0.0.1 only in this
 benchmark.
@@ -108,6 +109,7 @@ async def run(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
     due_latency: list[float] = []
     sent_latency: list[float] = []
     lag: list[float] = []
+    own_lag: list[float] = []  # requests due while their connection was idle: the generator's
     errors = {"non2xx": 0, "socket": 0, "timeout": 0}
     statuses: dict[int, int] = {}
     counted = 0
@@ -124,6 +126,7 @@ async def run(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
     async def drive(index: int) -> None:
         nonlocal counted
         connection = connections[index]
+        free_since = 0.0  # when this connection's last response came in
         for k in range(math.ceil(total / period) + 1):
             due = start + index * interval + k * period
             if due >= start + total:
@@ -148,15 +151,21 @@ async def run(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
                 connection.closed = True
                 if connection.transport is not None:
                     connection.transport.abort()
+                free_since = time.perf_counter()
                 continue
             except (ConnectionError, OSError, ValueError):
                 if due >= start + args.warmup:
                     errors["socket"] += 1
                 connection.closed = True
+                free_since = time.perf_counter()
                 continue
+            idle = free_since <= due
+            free_since = done
             if due < start + args.warmup:
                 continue
             counted += 1
+            if idle:
+                own_lag.append(sent - due)
             statuses[status] = statuses.get(status, 0) + 1
             if not 200 <= status < 300:
                 errors["non2xx"] += 1
@@ -173,6 +182,7 @@ async def run(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
     due_latency.sort()
     sent_latency.sort()
     lag.sort()
+    own_lag.sort()
     return {
         "rate": args.rate, "connections": args.connections, "duration_s": args.duration,
         "warmup_s": args.warmup, "requests": counted,
@@ -182,6 +192,8 @@ async def run(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
         "service_latency_s": {f"p{q:g}": percentile(sent_latency, q) for q in (50, 99)},
         "send_lag_s": {f"p{q:g}": percentile(lag, q) for q in (50, 99)}
         | {"max": lag[-1] if lag else math.nan},
+        "own_send_lag_s": {f"p{q:g}": percentile(own_lag, q) for q in (50, 99)}
+        | {"max": own_lag[-1] if own_lag else math.nan, "requests": len(own_lag)},
         "errors": errors, "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "cpu_share": cpu / wall if wall > 0 else math.nan,
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
