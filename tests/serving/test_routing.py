@@ -20,26 +20,31 @@ SHADOW_GATE = threading.Event()
 
 
 LOAD_SCRIPT = """
-import asyncio, json, sys
-import httpx
+import http.client, json, sys, threading
+from urllib.parse import urlsplit
 
 url, path, count, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-body = json.loads(sys.stdin.read())
+body = sys.stdin.read().encode()
+target = urlsplit(url)
 routes, statuses = [], []
 
-async def worker(client, share):
+def worker(share):
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
     for _ in range(share):
-        answer = await client.post(path, json=body)
-        statuses.append(answer.status_code)
-        if answer.status_code == 200:
-            routes.append(answer.json()["route"])
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        data = answer.read()
+        statuses.append(answer.status)
+        if answer.status == 200:
+            routes.append(json.loads(data)["route"])
+    conn.close()
 
-async def main():
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        await asyncio.gather(*[worker(client, count // concurrency) for _ in range(concurrency)])
-
-asyncio.run(main())
+threads = [threading.Thread(target=worker, args=(count // concurrency,))
+           for _ in range(concurrency)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
 print(json.dumps({"routes": routes, "statuses": statuses}))
 """
 

@@ -139,11 +139,9 @@ def serve(
     token = None if token_file is None else read_token(token_file)
     settings = ServerSettings(max_body_bytes=max_body_bytes, reload_interval=reload_interval,
                               trust=trust, log_predictions=not no_log)
-    what = ", ".join(endpoint_names) if endpoint_names else "all endpoints"
-    render.error_console().print(f"serving {what} at http://{host}:{port} with {workers} "
-                                 f"worker(s); Ctrl-C stops", markup=False)
     run_server(endpoint_names or None, host=host, port=port, workers=workers, token=token,
-               settings=settings, workspace=ws, log_level=log_level)
+               settings=settings, workspace=ws, log_level=log_level,
+               announce=lambda line: render.error_console().print(line, markup=False))
 
 
 @app.command("list")

@@ -18,11 +18,13 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tidal.errors import ConfigError, InvalidValueError
 from tidal.serving.app import ServerSettings, ServingApp
+from tidal.serving.endpoints import get_endpoint
 from tidal.store.workspace import Workspace, current_workspace, open_workspace
 
 log = logging.getLogger("tidal.serving")
@@ -102,9 +104,11 @@ def _run_worker(sock: socket.socket, spec: _WorkerSpec) -> None:
 
 def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
           workers: int = 1, token: str | None = None, settings: ServerSettings | None = None,
-          workspace: Workspace | None = None, log_level: str = "warning") -> None:
+          workspace: Workspace | None = None, log_level: str = "warning",
+          announce: Callable[[str], None] | None = None) -> None:
     """Serve ``endpoints`` (None: all of the workspace's, new ones included) until SIGTERM or
-    Ctrl-C. Binding anything but a loopback address needs a bearer ``token``."""
+    Ctrl-C. Binding anything but a loopback address needs a bearer ``token``. ``announce``
+    gets one line saying where the server listens, once the socket is bound."""
     if type(workers) is not int or not 1 <= workers <= 64:
         raise InvalidValueError(f"workers must be an integer from 1 to 64, got {workers!r}",
                                 field="workers")
@@ -112,6 +116,8 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         raise ConfigError(f"serving on {host} exposes the models beyond this machine; give a "
                           "bearer token (--token-file) or bind 127.0.0.1", field="host")
     ws = workspace or current_workspace()
+    for name in endpoints or ():
+        get_endpoint(name, workspace=ws)  # a typo fails here, not in every worker
     base = settings or ServerSettings()
     settings = ServerSettings(
         endpoints=tuple(endpoints) if endpoints else None, token=token,
@@ -120,6 +126,10 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         trust_feature_code=base.trust_feature_code)
     spec = _WorkerSpec(ws.settings.db_url, ws.settings.artifacts, settings, log_level)
     sock = bind_socket(host, port)
+    if announce is not None:
+        what = ", ".join(endpoints) if endpoints else "all endpoints"
+        announce(f"serving {what} at http://{host}:{sock.getsockname()[1]} with {workers} "
+                 "worker(s); Ctrl-C stops")
     try:
         if workers == 1:
             _run_worker(sock, spec)
