@@ -10,6 +10,7 @@ from the metadata store and swapped in without stopping.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import os
@@ -170,6 +171,11 @@ class ServingApp:
     @asynccontextmanager
     async def _lifespan(self, _app: Any) -> Any:
         await asyncio.to_thread(self.load)
+        # Everything loaded so far (libraries, models) lives as long as the worker: moved out
+        # of the collector's reach, full collections stop walking it, which would otherwise
+        # pause every request for tens of milliseconds now and then.
+        gc.collect()
+        gc.freeze()
         self._ready = True
         poller = asyncio.get_running_loop().create_task(self._poll_routes())
         try:
