@@ -383,13 +383,62 @@ def measure(server: Server, body: Path, connections: int, sizes: dict[str, Any]
     return result
 
 
-def fixed_rate(server: Server, body: Path, rate: float, sizes: dict[str, Any],
-               duration: float | None = None, warmup: float | None = None) -> dict[str, Any]:
-    return run_bench(sys.executable, HERE / "loadgen.py",
-                     ["--url", server.url, "--body", str(body), "--rate", f"{rate:.1f}",
-                      "--connections", str(CONNECTIONS),
-                      "--duration", f"{duration or sizes['duration']:g}",
-                      "--warmup", f"{warmup if warmup is not None else sizes['warmup']:g}"])
+def connection_split(server: Server) -> list[int]:
+    """How many of the clients' connections each of the server's processes holds, most
+    first (processes holding none left out)."""
+    import psutil
+
+    counts = []
+    for process in tree(server):
+        try:
+            listing = getattr(process, "net_connections", process.connections)(kind="tcp")
+        except psutil.Error:
+            continue
+        held = sum(1 for c in listing if c.status == psutil.CONN_ESTABLISHED and c.laddr
+                   and c.laddr.port == server.port)
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
+def fixed_rate(server: Server, body: Path, rate: float, duration: float, warmup: float,
+               schedule: list[float] | None = None) -> dict[str, Any]:
+    """loadgen.py against ``server`` at ``rate``. How the connections are spread over the
+    server's processes is read once the warm-up is over; with ``schedule`` (seconds from the
+    start), the server's resident memory is sampled at those times too."""
+    command = [sys.executable, str(HERE / "loadgen.py"), "--url", server.url, "--body",
+               str(body), "--rate", f"{rate:.1f}", "--connections", str(CONNECTIONS),
+               "--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
+    started = time.monotonic()
+    load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    split: list[int] = []
+    samples = []
+    try:
+        for at in sorted({min(warmup + 1, warmup + duration / 2), *(schedule or [])}):
+            pause = started + at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if load.poll() is not None:
+                break
+            if not split:
+                split = connection_split(server)
+            if schedule:
+                samples.append({"at_s": round(time.monotonic() - started, 1),
+                                "rss": resident_bytes(server)})
+        out, _ = load.communicate(timeout=duration + warmup + 120)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if load.returncode != 0 or not lines:
+        fail(f"loadgen.py exited with status {load.returncode} against "
+             f"{LABELS[server.key]}: {' '.join(command)}")
+    result = json.loads(lines[-1])
+    result["connection_split"] = split
+    if schedule:
+        result["samples"] = samples
+    return result
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -567,7 +616,8 @@ def run_all(tools: Tools, work: Path, sizes: dict[str, Any], batching: bool,
             rate = statistics.median(r[key]["requests_per_s"] for r in raw["throughput"]) / 2
             say(f"(b) {LABELS[key]} at a fixed {rate:,.0f} requests/s (half of its peak), "
                 f"{CONNECTIONS} connections...")
-            raw["fixed_rate"][key] = fixed_rate(by_key[key], bodies[key], rate, sizes)
+            raw["fixed_rate"][key] = fixed_rate(by_key[key], bodies[key], rate,
+                                                sizes["duration"], sizes["warmup"])
 
     # (c)
     if batching:
@@ -612,36 +662,15 @@ def run_soak(tools: Tools, work: Path, body: Path, rate: float,
         start_all(fleet, [server])
         say(f"(d) soak: Tidal at {rate:,.0f} requests/s for {seconds:g} s after a "
             f"{warmup:g} s warm-up, sampling its resident memory...")
-        command = [sys.executable, str(HERE / "loadgen.py"), "--url", server.url, "--body",
-                   str(body), "--rate", f"{rate:.1f}", "--connections", str(CONNECTIONS),
-                   "--duration", f"{seconds:g}", "--warmup", f"{warmup:g}"]
-        started = time.monotonic()
-        load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
         step = max(seconds / 20, 1.0)
         schedule = [warmup + k * step for k in range(int(seconds // step))]
         schedule.append(warmup + seconds - 1)
-        samples = []
-        try:
-            for at in schedule:
-                pause = started + at - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                if load.poll() is not None:
-                    break
-                samples.append({"at_s": round(time.monotonic() - started, 1),
-                                "rss": resident_bytes(server)})
-            out, _ = load.communicate(timeout=seconds + warmup + 120)
-        finally:
-            if load.poll() is None:
-                load.kill()
-                load.wait()
-        if load.returncode != 0:
-            fail(f"loadgen.py exited with status {load.returncode} during the soak")
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if not lines or len(samples) < 2:
-            fail("the soak's load generator printed no result or ended early")
-        return {"rate": rate, "seconds": seconds, "warmup": warmup, "samples": samples,
-                "load": json.loads(lines[-1])}
+        load = fixed_rate(server, body, rate, seconds, warmup, schedule)
+    samples = load.pop("samples")
+    if len(samples) < 2:
+        fail("the soak's load generator ended early")
+    return {"rate": rate, "seconds": seconds, "warmup": warmup, "samples": samples,
+            "load": load}
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -682,6 +711,10 @@ def latencies(result: dict[str, Any]) -> str:
 
 def errors(result: dict[str, Any]) -> int:
     return result["non2xx"] + sum(result["socket_errors"].values())
+
+
+def split_text(split: list[int]) -> str:
+    return " + ".join(str(n) for n in split) if split else "-"
 
 
 def median_of(results: list[dict[str, Any]], key: str, field_: str = "requests_per_s"
@@ -786,6 +819,8 @@ def build_table(raw: dict[str, Any], quick: bool) -> Table:
             table.add(f"(b) {LABELS[key]}: errors (non-2xx, socket, timeout)",
                       str(count) if key == "tidal" else "", "" if key == "tidal" else str(count),
                       target="0", passed=count == 0, check=True)
+        table.add("(b) the 16 connections, per worker process",
+                  *[split_text(side["connection_split"]) if side else "" for side in sides])
         for key, side in (("tidal", tidal_fixed), ("floor", floor_fixed)):
             if side is None:
                 continue
@@ -859,6 +894,8 @@ def build_table(raw: dict[str, Any], quick: bool) -> Table:
                   ratio=f"{growth:+.1%}", target=f"< +{SOAK_RSS_GROWTH:.0%}",
                   passed=growth < SOAK_RSS_GROWTH)
         table.add("(d) largest sample", mib(max(s["rss"] for s in soak["samples"])))
+        table.add("(d) the 16 connections, per worker process",
+                  split_text(load["connection_split"]))
         table.add("(d) achieved rate; p50 / p99", f"{load['achieved_rate']:,.0f}/s; "
                   f"{fmt_s(load['latency_s']['p50'])} / {fmt_s(load['latency_s']['p99'])}")
     elif wanted and not raw.get("skip_soak"):
