@@ -361,7 +361,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def wrk(server: Server, body: Path, connections: int, seconds: float) -> dict[str, Any]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", f"--timeout",
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout",
                WRK_TIMEOUT, "--latency", "-s", str(HERE / "load.lua"), server.url]
     done = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "BENCH_BODY": str(body)},
