@@ -1,10 +1,11 @@
-"""Running the app: uvicorn worker processes on one listening socket, supervised.
+"""Running the app: uvicorn worker processes on one port, supervised.
 
-The socket is made here, with TCP_NODELAY set on it so that every accepted connection inherits
-it (uvicorn's own ``--workers`` leaves Nagle's algorithm on for the shared socket, which costs
-tens of milliseconds a request). Workers are spawned processes, each loading the models
-itself; one that dies is replaced, and SIGTERM or Ctrl-C stops them all gracefully so their
-prediction logs are flushed.
+Listening sockets are made here, with TCP_NODELAY set so that every accepted connection
+inherits it (uvicorn's own ``--workers`` leaves Nagle's algorithm on for its shared socket,
+which costs tens of milliseconds a request), and one per worker on the same port
+(SO_REUSEPORT), so the kernel spreads connections evenly. Workers are spawned processes, each
+loading the models itself; one that dies is replaced, and SIGTERM or Ctrl-C stops them all
+gracefully so their prediction logs are flushed.
 """
 
 from __future__ import annotations
@@ -66,10 +67,16 @@ def read_token(path: str | os.PathLike[str]) -> str:
     return token
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, listen: bool = True,
+                reuse_port: bool = False) -> socket.socket:
+    """A TCP socket on ``host:port`` with TCP_NODELAY (inherited by accepted connections).
+    ``reuse_port``: one of several sockets on the same port, among which the kernel spreads
+    new connections; ``listen=False`` only reserves the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
@@ -77,8 +84,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}",
                           field="port") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    if listen:
+        sock.listen(2048)
     return sock
 
 
@@ -91,12 +98,16 @@ def _uvicorn_config(app: Any, log_level: str) -> Any:
         app, lifespan="on", access_log=False, log_level=log_level,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        timeout_graceful_shutdown=10)
+        # Longer than clients keep idle connections (httpx and requests: 5 s), so a client
+        # never reuses a connection at the instant the server closes it.
+        timeout_keep_alive=75, timeout_graceful_shutdown=10)
 
 
-def _run_worker(sock: socket.socket, spec: _WorkerSpec) -> None:
+def _run_worker(where: socket.socket | tuple[str, int], spec: _WorkerSpec) -> None:
+    """Serve on a socket, or on a socket of its own at (host, port) beside its siblings'."""
     import uvicorn
 
+    sock = where if isinstance(where, socket.socket) else bind_socket(*where, reuse_port=True)
     ws = open_workspace(spec.db_url, spec.artifacts)
     app = ServingApp(ws, spec.settings)
     uvicorn.Server(_uvicorn_config(app, spec.log_level)).run(sockets=[sock])
@@ -125,7 +136,10 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         trust=base.trust, log_predictions=base.log_predictions,
         trust_feature_code=base.trust_feature_code)
     spec = _WorkerSpec(ws.settings.db_url, ws.settings.artifacts, settings, log_level)
-    sock = bind_socket(host, port)
+    # Several workers each listen on a socket of their own (SO_REUSEPORT), so the kernel
+    # spreads connections over them; with one shared socket, whichever worker is idle when
+    # connections arrive takes them all and keeps them, and the others sit idle.
+    sock = bind_socket(host, port, listen=workers == 1, reuse_port=workers > 1)
     if announce is not None:
         what = ", ".join(endpoints) if endpoints else "all endpoints"
         announce(f"serving {what} at http://{host}:{sock.getsockname()[1]} with {workers} "
@@ -138,7 +152,7 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         metrics_dir = tempfile.mkdtemp(prefix="tidal-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
-            _supervise(sock, spec, workers)
+            _supervise((host, sock.getsockname()[1]), spec, workers)
         finally:
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -146,7 +160,7 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         sock.close()
 
 
-def _supervise(sock: socket.socket, spec: _WorkerSpec, count: int) -> None:
+def _supervise(address: tuple[str, int], spec: _WorkerSpec, count: int) -> None:
     from prometheus_client import multiprocess
 
     context = multiprocessing.get_context("spawn")
@@ -159,7 +173,7 @@ def _supervise(sock: socket.socket, spec: _WorkerSpec, count: int) -> None:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def start() -> tuple[Any, float]:
-        process = context.Process(target=_run_worker, args=(sock, spec), daemon=False)
+        process = context.Process(target=_run_worker, args=(address, spec), daemon=False)
         process.start()
         return process, time.monotonic()
 
