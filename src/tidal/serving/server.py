@@ -33,6 +33,7 @@ log = logging.getLogger("tidal.serving")
 #: A worker that exits this soon after starting failed to start (a model that cannot load).
 _STARTUP_S = 15.0
 _MAX_QUICK_FAILURES = 3
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
     if type(workers) is not int or not 1 <= workers <= 64:
         raise InvalidValueError(f"workers must be an integer from 1 to 64, got {workers!r}",
                                 field="workers")
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise InvalidValueError(f"port must be an integer from 0 to 65535, got {port!r}",
+                                field="port")
+    if log_level not in LOG_LEVELS:
+        raise InvalidValueError(f"log level {log_level!r} is not one of "
+                                f"{', '.join(LOG_LEVELS)}", field="log_level")
     if not is_loopback(host) and token is None:
         raise ConfigError(f"serving on {host} exposes the models beyond this machine; give a "
                           "bearer token (--token-file) or bind 127.0.0.1", field="host")
