@@ -28,6 +28,7 @@ WorkspaceOption = Annotated[str | None, typer.Option(
     rich_help_panel="Workspace")]
 ArtifactsOption = Annotated[str | None, typer.Option(
     "--artifacts", metavar="PATH_OR_URL", help=ARTIFACTS_HELP, rich_help_panel="Workspace")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 @dataclass

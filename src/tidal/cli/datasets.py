@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 from tidal.cli.runs import _section, _short_digest
 from tidal.data.uri import parse_ref
 from tidal.errors import InvalidValueError
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List, show, compare and validate versioned datasets.",
                   no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 REF_HELP = ("NAME (the latest version), NAME/VERSION or datasets:/NAME/VERSION; VERSION is a "
             "number or 'latest'.")

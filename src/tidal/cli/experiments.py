@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 
 app = typer.Typer(help="List experiments.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @app.command("list")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 from tidal.errors import InvalidValueError
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Register feature definitions, list them and materialize them.",
                   no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 OnlineOption = Annotated[str | None, typer.Option(
     "--online", help="Online store: a SQLite file or a redis:// URL (default: online.db in the "
                      "workspace home).")]

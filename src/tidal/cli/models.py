@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 from tidal.cli.models_export import export_command
 from tidal.errors import InvalidValueError
 from tidal.models.uri import SCHEME, parse_model_uri
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List registered models, move their aliases and stages, write model "
                        "cards.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 REF_HELP = "NAME/VERSION, NAME@ALIAS or NAME/latest, optionally with models:/ in front."
 STAGES_HELP = ("Stages: registered, validated, approved, deployed, archived. Moves: registered "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 from tidal.errors import InvalidValueError
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run pipelines, list their runs, show one, resume one.",
                   no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ExecutorOption = Annotated[str, typer.Option(
     "--executor", "-x", help="Where steps run: inline, process or ray.")]
 NoCacheOption = Annotated[bool, typer.Option(

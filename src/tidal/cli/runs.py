@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from tidal.tracking.run import Run
 
 app = typer.Typer(help="List, show and compare runs.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 #: How many metric columns ``runs list`` shows before pointing at --json.
 MAX_LIST_METRICS = 6

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from tidal.cli import render
-from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+from tidal.cli.context import ArtifactsOption, JsonOption, WorkspaceOption, open_workspace
 
 app = typer.Typer(help="Serving endpoints: their routes and the history of their changes.",
                   no_args_is_help=True)
