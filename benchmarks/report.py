@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from argparse import ArgumentParser, Namespace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -55,6 +56,28 @@ def fmt_s(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.0f} µs"
+
+
+def add_result_options(parser: ArgumentParser, section: str, *,
+                       raw: str = "every raw result",
+                       tmp_root: str = "where the stores go") -> None:
+    """``--write-results``, ``--json`` and ``--tmp-root``, which every runner takes."""
+    parser.add_argument("--write-results", action="store_true",
+                        help=f"update the {section} section of benchmarks/RESULTS.md")
+    parser.add_argument("--json", metavar="PATH", help=f"also save {raw} as JSON")
+    parser.add_argument("--tmp-root", help=f"{tmp_root} (default: the system's temporary "
+                                           "folder)")
+
+
+def parse_full_run(parser: ArgumentParser, partial: list[str]) -> Namespace:
+    """Parse the arguments, refusing ``--write-results`` with any of the ``partial`` options:
+    RESULTS.md records full runs only."""
+    args = parser.parse_args()
+    given = [option for option in partial
+             if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False)]
+    if args.write_results and given:
+        parser.error(f"--write-results records full runs only; drop {', '.join(given)}")
+    return args
 
 
 def machine() -> str:

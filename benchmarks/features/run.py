@@ -35,10 +35,12 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
     ResultTable,
+    add_result_options,
     check_anchor_python,
     finish,
     fmt_s,
     load_average,
+    parse_full_run,
     run_bench,
 )
 
@@ -67,16 +69,10 @@ def parse_args() -> argparse.Namespace:
                              "so they are shown but do not set the exit status")
     parser.add_argument("--rounds", type=int, help=f"alternating rounds (default {ROUNDS}, "
                                                    f"{ROUNDS_QUICK} with --quick)")
-    parser.add_argument("--write-results", action="store_true",
-                        help="update the features section of benchmarks/RESULTS.md")
-    parser.add_argument("--json", metavar="PATH", help="also save every raw result as JSON")
-    parser.add_argument("--tmp-root", help="where the benchmark makes its temporary directory "
-                                           "(default: the system's temporary folder)")
+    add_result_options(parser, "features",
+                       tmp_root="where the benchmark makes its temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args()
-    if args.write_results and (args.quick or args.rounds):
-        parser.error("--write-results records full runs only; drop --quick and --rounds")
-    return args
+    return parse_full_run(parser, ["--quick", "--rounds"])
 
 
 # -- running ------------------------------------------------------------------------------------

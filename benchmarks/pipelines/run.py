@@ -38,7 +38,17 @@ DEFAULT_PREFECT_PYTHON = REPO / "benchmarks" / ".venvs" / "prefect" / "bin" / "p
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w
-from report import ResultTable, check_anchor_python, fail, finish, fmt_s, load_average, say
+from report import (
+    ResultTable,
+    add_result_options,
+    check_anchor_python,
+    fail,
+    finish,
+    fmt_s,
+    load_average,
+    parse_full_run,
+    say,
+)
 
 # Targets of the pipelines issue.
 STEP_OVERHEAD_S = 5e-3
@@ -72,15 +82,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="also profile one Tidal chain run with cProfile and print where "
                              "its time goes")
-    parser.add_argument("--write-results", action="store_true",
-                        help="update the pipelines section of benchmarks/RESULTS.md")
-    parser.add_argument("--json", metavar="PATH", help="also save every raw result as JSON")
-    parser.add_argument("--tmp-root", help="where the stores go (default: the system's "
-                                           "temporary folder)")
-    args = parser.parse_args()
-    if args.write_results and (args.quick or args.rounds is not None):
-        parser.error("--write-results records full runs only; drop --quick and --rounds")
-    return args
+    add_result_options(parser, "pipelines")
+    return parse_full_run(parser, ["--quick", "--rounds"])
 
 
 def bench(python: str, script: str, options: list[str], log: Path) -> dict[str, Any]:

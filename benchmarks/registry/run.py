@@ -36,10 +36,12 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w
 from report import (
     ResultTable,
+    add_result_options,
     check_anchor_python,
     finish,
     fmt_s,
     load_average,
+    parse_full_run,
     run_bench,
     say,
 )
@@ -71,15 +73,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds and calls for a smoke run; targets are shown but "
                              "do not set the exit status")
-    parser.add_argument("--write-results", action="store_true",
-                        help="update the registry section of benchmarks/RESULTS.md")
-    parser.add_argument("--json", metavar="PATH", help="also save every raw result as JSON")
-    parser.add_argument("--tmp-root", help="where the stores go (default: the system's "
-                                           "temporary folder)")
-    args = parser.parse_args()
-    if args.write_results and (args.quick or args.rounds is not None):
-        parser.error("--write-results records full runs only; drop --quick and --rounds")
-    return args
+    add_result_options(parser, "registry")
+    return parse_full_run(parser, ["--quick", "--rounds"])
 
 
 # -- running ------------------------------------------------------------------------------------

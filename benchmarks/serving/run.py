@@ -51,11 +51,13 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w
 from report import (
     ResultTable,
+    add_result_options,
     check_anchor_python,
     fail,
     finish,
     fmt_s,
     load_average,
+    parse_full_run,
     run_bench,
     say,
 )
@@ -134,18 +136,9 @@ def parse_args() -> argparse.Namespace:
                              "benchmarks/.venvs/bentoml/bin/python)")
     parser.add_argument("--tidal", help="the tidal command (default: the one installed next "
                                         "to this interpreter)")
-    parser.add_argument("--write-results", action="store_true",
-                        help="update the serving section of benchmarks/RESULTS.md")
-    parser.add_argument("--json", metavar="PATH", help="also save every raw result as JSON")
-    parser.add_argument("--tmp-root", help="where the workspaces, models and logs go "
-                                           "(default: the system's temporary folder)")
-    args = parser.parse_args()
-    partial = [name for name, given in (("--quick", args.quick), ("--only", args.only),
-                                        ("--skip-batching", args.skip_batching),
-                                        ("--skip-soak", args.skip_soak)) if given]
-    if args.write_results and partial:
-        parser.error(f"--write-results records full runs only; drop {', '.join(partial)}")
-    return args
+    add_result_options(parser, "serving",
+                       tmp_root="where the workspaces, models and logs go")
+    return parse_full_run(parser, ["--quick", "--only", "--skip-batching", "--skip-soak"])
 
 
 # -- servers ------------------------------------------------------------------------------------

@@ -32,10 +32,12 @@ sys.path.insert(0, str(HERE.parent))
 import workload as w  # noqa: E402
 from report import (  # noqa: E402
     ResultTable,
+    add_result_options,
     check_anchor_python,
     finish,
     fmt_s,
     load_average,
+    parse_full_run,
     run_bench,
 )
 
@@ -61,15 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes for a smoke run; the targets are for the full sizes, "
                              "so they are shown but do not set the exit status")
-    parser.add_argument("--write-results", action="store_true",
-                        help="update the tracking section of benchmarks/RESULTS.md")
-    parser.add_argument("--json", metavar="PATH", help="also save both raw results as JSON")
-    parser.add_argument("--tmp-root", help="where both benchmarks make their temporary "
-                                           "directory (default: the system's temporary folder)")
-    args = parser.parse_args()
-    if args.write_results and args.quick:
-        parser.error("--write-results records full runs only; drop --quick")
-    return args
+    add_result_options(parser, "tracking", raw="both raw results",
+                       tmp_root="where both benchmarks make their temporary directory")
+    return parse_full_run(parser, ["--quick"])
 
 
 def search_rounds(tidal: dict[str, Any], mlflow: dict[str, Any], mlflow_python: str,
