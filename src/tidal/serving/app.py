@@ -37,6 +37,7 @@ from tidal.serving.endpoints import (
     get_endpoint,
     list_endpoints,
 )
+from tidal.serving.feedback import record_feedback
 from tidal.serving.inputs import (
     BadRequestError,
     Columns,
@@ -47,6 +48,7 @@ from tidal.serving.inputs import (
 )
 from tidal.serving.metrics import ServingMetrics
 from tidal.serving.openapi import openapi_document
+from tidal.serving.prediction_log import PredictionLog, PredictionRecord
 from tidal.serving.runtime import EndpointState, RouteChoice, ServedModel, build_state, resolve
 from tidal.store.workspace import Workspace
 
@@ -192,8 +194,6 @@ class ServingApp:
         for endpoint in endpoints:
             self._install(self._build(endpoint))
         if self.settings.log_predictions and self.prediction_log is None:
-            from tidal.serving.prediction_log import PredictionLog
-
             self.prediction_log = PredictionLog(self.workspace)
             self.prediction_log.start()
 
@@ -369,8 +369,6 @@ class ServingApp:
              columns: Columns, outputs: list[Any], seconds: float, shadow: bool) -> None:
         if self.prediction_log is None:
             return
-        from tidal.serving.prediction_log import PredictionRecord
-
         sample = state.endpoint.config.log_sample
         inputs = columns.data if sample >= 1.0 or random.random() < sample else None
         version = choice.model.version
@@ -459,8 +457,6 @@ class ServingApp:
                       "predictions": outputs}, headers={"x-request-id": request_id})
 
     async def feedback(self, request: Request) -> Response:
-        from tidal.serving.feedback import record_feedback
-
         name = request.path_params["name"]
         self._state(name)
         body = await self._json_body(request)
