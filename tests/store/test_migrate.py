@@ -8,7 +8,9 @@ from sqlalchemy import text
 from tidal.data.schema import metadata as data_metadata
 from tidal.errors import SchemaVersionError
 from tidal.features.schema import metadata as features_metadata
+from tidal.loop.schema import metadata as loop_metadata
 from tidal.models.schema import metadata as models_metadata
+from tidal.monitoring.schema import metadata as monitoring_metadata
 from tidal.pipelines.schema import metadata as pipelines_metadata
 from tidal.serving.schema import metadata as serving_metadata
 from tidal.store.db import Database
@@ -17,7 +19,7 @@ from tidal.store.workspace import Workspace
 from tidal.tracking.schema import metadata as tracking_metadata
 
 DOMAIN_METADATA = [tracking_metadata, data_metadata, features_metadata, models_metadata,
-                   pipelines_metadata, serving_metadata]
+                   pipelines_metadata, serving_metadata, monitoring_metadata, loop_metadata]
 
 
 def test_head_revision_constant_matches_the_migration_scripts():

@@ -366,7 +366,8 @@ class ServingApp:
                                   f"{type(error).__name__}: {error}", field="input") from None
 
     def _log(self, request_id: str, started_ms: int, state: EndpointState, choice: RouteChoice,
-             columns: Columns, outputs: list[Any], seconds: float, shadow: bool) -> None:
+             columns: Columns, outputs: list[Any], seconds: float, shadow: bool,
+             error: str | None = None) -> None:
         if self.prediction_log is None:
             return
         sample = state.endpoint.config.log_sample
@@ -374,7 +375,7 @@ class ServingApp:
         version = choice.model.version
         record = PredictionRecord(request_id, started_ms, state.name, choice.route,
                                   version.uri, version.version, shadow, inputs, outputs,
-                                  seconds * 1000.0)
+                                  seconds * 1000.0, error)
         if not self.prediction_log.log(record):
             self.metrics.log_dropped.inc()
             self._reported_drops += 1
@@ -418,8 +419,17 @@ class ServingApp:
                 columns = await self._features(state, columns)
             outputs = await self._run(state, choice, columns, method)
         except TidalError as error:
-            metrics.request_done(state.name, choice.route, version, error.status_code,
-                                 time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.request_done(state.name, choice.route, version, error.status_code, seconds)
+            if isinstance(error, ModelInputError):
+                self._log(request_id, started_ms, state, choice, columns, [], seconds, False,
+                          error.message)
+            raise
+        except Exception as error:  # a model bug: answered 500, and logged for monitoring
+            seconds = time.perf_counter() - started
+            metrics.request_done(state.name, choice.route, version, 500, seconds)
+            self._log(request_id, started_ms, state, choice, columns, [], seconds, False,
+                      f"{type(error).__name__}: {error}")
             raise
         finally:
             metrics.in_flight.dec()

@@ -57,6 +57,7 @@ SCHEMA = pa.schema([
     ("inputs", pa.string()),
     ("outputs", pa.string()),
     ("latency_ms", pa.float64()),
+    ("error", pa.string()),
 ])
 _HOUR_MS = 3_600_000
 # Above this many hours in a time range, one listing of the whole folder beats one per hour.
@@ -79,6 +80,8 @@ class PredictionRecord:
     inputs: dict[str, list] | None
     outputs: list
     latency_ms: float
+    #: Why the model failed on this (valid) input; None for an answer.
+    error: str | None = None
 
 
 # -- JSON ---------------------------------------------------------------------------------------
@@ -174,7 +177,11 @@ def read_partitions(store: ArtifactStore, folder: str, endpoint: str, schema: pa
             store.read_file(path))), sorted(paths)))
     if not tables:
         return schema.empty_table()
-    table = pa.concat_tables(tables, promote_options="default").select(schema.names)
+    table = pa.concat_tables(tables, promote_options="default")
+    for name in schema.names:  # files written before a column was added have none
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+    table = table.select(schema.names)
     table = table.cast(schema)
     if start_ms is not None:
         table = table.filter(pc.greater_equal(table["timestamp"], pa.scalar(start_ms, TIMESTAMP)))
@@ -404,6 +411,7 @@ class PredictionLog:
             columns["inputs"].append(inputs)
             columns["outputs"].append(outputs)
             columns["latency_ms"].append(record.latency_ms)
+            columns["error"].append(record.error)
         return columns, count
 
     def _lose(self, count: int, why: str) -> None:

@@ -1,0 +1,1 @@
+"""``tidal.loop``: the closed loop."""

@@ -1,0 +1,121 @@
+"""A window of an endpoint's prediction log as data: the inputs the models saw, what they
+answered, and the labels that came back, one row per predicted row.
+
+The prediction log keeps each request's inputs and outputs as JSON text (requests differ in
+shape and size); monitoring needs columns. A request of n rows becomes n rows here, each
+carrying its request's id, time, route and version, its own output and, when feedback came,
+its own label (a request of several rows is labelled with a list of as many labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tidal.errors import InvalidValueError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tidal.store.workspace import Workspace
+
+#: Columns of ``LogWindow.meta``, one row per predicted row.
+META_COLUMNS = ("request_id", "timestamp", "route", "model_uri", "model_version", "latency_ms",
+                "error", "prediction", "label")
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """``inputs``: the model's input columns (rows whose request was logged without inputs,
+    under ``log_sample`` < 1, are left out of it and have ``has_inputs`` False in ``meta``);
+    ``meta``: the columns of ``META_COLUMNS`` plus ``has_inputs``, on the same index."""
+
+    endpoint: str
+    start: datetime | None
+    end: datetime | None
+    inputs: pd.DataFrame
+    meta: pd.DataFrame
+
+    @property
+    def labelled(self) -> pd.DataFrame:
+        """``meta`` rows that have a label and an answer (failed requests have none)."""
+        meta = self.meta
+        return meta[meta["label"].notna() & meta["error"].isna()]
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+def _bounds(start: datetime | None, end: datetime | None,
+            last: timedelta | None) -> tuple[datetime | None, datetime | None]:
+    if last is not None:
+        if start is not None:
+            raise InvalidValueError("give start or last, not both", field="last")
+        if not isinstance(last, timedelta) or last <= timedelta(0):
+            raise InvalidValueError(f"last must be a positive timedelta, got {last!r}",
+                                    field="last")
+        end = end or datetime.now(UTC)
+        start = end - last
+    return start, end
+
+
+def read_window(endpoint: str, *, start: datetime | None = None, end: datetime | None = None,
+                last: timedelta | None = None, requests: int | None = None,
+                route: str | None = None, workspace: Workspace | None = None) -> LogWindow:
+    """The live (not shadow) answers of ``endpoint`` with start <= time < end, or in the
+    ``last`` span before ``end`` (default now), optionally only the latest ``requests``
+    requests and only one ``route``, joined with their feedback."""
+    import orjson
+    import pandas as pd
+
+    from tidal.serving.feedback import join_feedback
+
+    if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int)
+                                 or requests < 1):
+        raise InvalidValueError(f"requests must be a positive integer, got {requests!r}",
+                                field="requests")
+    start, end = _bounds(start, end, last)
+    joined = join_feedback(endpoint, start=start, end=end, workspace=workspace)
+    if route is not None:
+        joined = joined[joined["route"] == route]
+    if requests is not None:
+        joined = joined.iloc[-requests:]
+    meta: dict[str, list[Any]] = {name: [] for name in META_COLUMNS}
+    meta["has_inputs"] = []
+    input_rows: list[dict[str, list[Any]]] = []
+    for record in joined.itertuples(index=False):
+        outputs = orjson.loads(record.outputs) if record.outputs else []
+        inputs = orjson.loads(record.inputs) if record.inputs else None
+        count = len(next(iter(inputs.values()))) if inputs else max(len(outputs), 1)
+        label = record.label
+        labels = label if isinstance(label, list) and len(label) == count and count > 1 \
+            else [label] * count
+        for i in range(count):
+            meta["request_id"].append(record.request_id)
+            meta["timestamp"].append(record.timestamp)
+            meta["route"].append(record.route)
+            meta["model_uri"].append(record.model_uri)
+            meta["model_version"].append(record.model_version)
+            meta["latency_ms"].append(record.latency_ms)
+            meta["error"].append(record.error)
+            meta["prediction"].append(outputs[i] if i < len(outputs) else None)
+            meta["label"].append(labels[i])
+            meta["has_inputs"].append(inputs is not None)
+        if inputs is not None:
+            input_rows.append(inputs)
+    frame = pd.DataFrame(meta)
+    if len(frame):
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    for name in ("prediction", "label", "error"):
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    if input_rows:
+        names = list(dict.fromkeys(name for rows in input_rows for name in rows))
+        inputs_frame = pd.DataFrame({name: [v for rows in input_rows
+                                            for v in rows.get(name, [None] * len(
+                                                next(iter(rows.values()))))]
+                                     for name in names})
+        inputs_frame.index = frame.index[frame["has_inputs"].to_numpy()]
+    else:
+        inputs_frame = pd.DataFrame(index=frame.index[:0])
+    return LogWindow(endpoint, start, end, inputs_frame, frame)
