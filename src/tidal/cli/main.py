@@ -19,6 +19,7 @@ from tidal.cli import (
     demo,
     experiments,
     features,
+    loop,
     models,
     pipeline,
     predict,
@@ -57,6 +58,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(serving.app, name="endpoints")
+app.add_typer(loop.app, name="loop")
 app.command("demo")(demo.demo)
 app.command("scheduler")(scheduler.scheduler)
 app.command("deploy")(serving.deploy)

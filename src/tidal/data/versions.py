@@ -248,8 +248,13 @@ def _by_digest(ws: Workspace, name: str, digest: str) -> DatasetVersion | None:
 def get(name: str, version: int | str | None = None, *, as_of: datetime | None = None,
         workspace: Workspace | None = None) -> DatasetVersion:
     """A version of dataset ``name``: a number, "latest" (the default), or the latest one
-    registered at or before ``as_of``."""
+    registered at or before ``as_of``. ``name`` may also be a whole reference,
+    ``datasets:/NAME/VERSION`` or ``NAME/VERSION``, as pipelines receive them."""
     ws = _workspace(workspace)
+    if version is None and isinstance(name, str) and "/" in name:
+        from tidal.data.uri import parse_ref
+
+        name, version = parse_ref(name)
     name = check_name(name)
     with ws.db.read() as conn:
         if _find(conn, name) is None:
