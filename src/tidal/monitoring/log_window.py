@@ -83,10 +83,12 @@ def read_window(endpoint: str, *, start: datetime | None = None, end: datetime |
         joined = joined.iloc[-requests:]
     meta: dict[str, list[Any]] = {name: [] for name in META_COLUMNS}
     meta["has_inputs"] = []
-    input_rows: list[dict[str, list[Any]]] = []
+    input_rows: list[tuple[dict[str, list[Any]], int]] = []
     for record in joined.itertuples(index=False):
-        outputs = orjson.loads(record.outputs) if record.outputs else []
-        inputs = orjson.loads(record.inputs) if record.inputs else None
+        # Missing text is None or NaN depending on pandas' string dtype: test for str.
+        outputs = orjson.loads(record.outputs) if isinstance(record.outputs, str) else []
+        inputs = orjson.loads(record.inputs) if isinstance(record.inputs, str) else None
+        inputs = inputs or None  # an object without columns holds no inputs either
         count = len(next(iter(inputs.values()))) if inputs else max(len(outputs), 1)
         label = record.label
         labels = label if isinstance(label, list) and len(label) == count and count > 1 \
@@ -103,17 +105,21 @@ def read_window(endpoint: str, *, start: datetime | None = None, end: datetime |
             meta["label"].append(labels[i])
             meta["has_inputs"].append(inputs is not None)
         if inputs is not None:
-            input_rows.append(inputs)
+            input_rows.append((inputs, count))
+    # Answers and labels stay the Python values JSON gave (a column of ints and None would
+    # otherwise become floats); a missing error is None, not NaN.
+    loose = {name: pd.Series(meta.pop(name), dtype=object)
+             for name in ("error", "prediction", "label")}
     frame = pd.DataFrame(meta)
+    for name, values in loose.items():
+        frame[name] = values.where(values.notna(), None)
+    frame = frame[[*META_COLUMNS, "has_inputs"]]
     if len(frame):
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    for name in ("prediction", "label", "error"):
-        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     if input_rows:
-        names = list(dict.fromkeys(name for rows in input_rows for name in rows))
-        inputs_frame = pd.DataFrame({name: [v for rows in input_rows
-                                            for v in rows.get(name, [None] * len(
-                                                next(iter(rows.values()))))]
+        names = list(dict.fromkeys(name for rows, _ in input_rows for name in rows))
+        inputs_frame = pd.DataFrame({name: [v for rows, count in input_rows
+                                            for v in rows.get(name, [None] * count)]
                                      for name in names})
         inputs_frame.index = frame.index[frame["has_inputs"].to_numpy()]
     else:
