@@ -12,7 +12,8 @@ EXPECTED = [
     "end_run",
     "features",
     "flush", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
-    "log_metrics", "log_param", "log_params", "models", "pipeline", "search_runs", "serving",
+    "log_metrics", "log_param", "log_params", "loop", "models", "monitoring", "pipeline",
+    "search_runs", "serving",
     "set_tag", "set_tags", "start_run", "step", "tune", "workspace",
 ]
 

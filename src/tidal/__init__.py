@@ -45,7 +45,9 @@ _EXPORTS: dict[str, str] = {
 _MODULES: dict[str, str] = {
     "datasets": "tidal.data.api",
     "features": "tidal.features",
+    "loop": "tidal.loop",
     "models": "tidal.models",
+    "monitoring": "tidal.monitoring",
     "serving": "tidal.serving",
 }
 
@@ -68,7 +70,9 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "loop",
     "models",
+    "monitoring",
     "pipeline",
     "search_runs",
     "serving",
@@ -82,7 +86,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     import tidal.features as features
+    import tidal.loop as loop
     import tidal.models as models
+    import tidal.monitoring as monitoring
     import tidal.serving as serving
     from tidal.data import api as datasets
     from tidal.errors import TidalError

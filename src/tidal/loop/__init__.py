@@ -6,7 +6,7 @@ rolls it back by itself, recording every decision with its figures.
 
 from __future__ import annotations
 
-from tidal.loop.controller import Controller, tick
+from tidal.loop.controller import Controller, retrain_action, tick
 from tidal.loop.policy import (
     Gate,
     LoopPolicy,
@@ -27,10 +27,11 @@ from tidal.loop.records import (
     history,
     list_policies,
     read_state,
+    request_retrain,
 )
 from tidal.loop.training import NotEnoughDataError
 
 __all__ = ["Controller", "Decision", "Gate", "LeaseHeldError", "LeaseLostError", "LoopPolicy",
            "LoopState", "NotEnoughDataError", "PolicyError", "PolicyNotFoundError", "Rollout",
            "Training", "Trigger", "apply_policy", "get_policy", "history", "list_policies",
-           "read_policy_file", "read_state", "tick"]
+           "read_policy_file", "read_state", "request_retrain", "retrain_action", "tick"]

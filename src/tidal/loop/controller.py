@@ -28,12 +28,14 @@ from tidal.loop.records import (
     acquire_lease,
     get_policy,
     holder_name,
+    pending_requests,
     read_state,
     release_lease,
+    request_retrain,
     save_state,
 )
 from tidal.loop.rollout import desired_routes, judge_step
-from tidal.loop.triggers import TriggerEvaluator
+from tidal.loop.triggers import TriggerEvaluator, TriggerResult
 from tidal.store.workspace import Workspace, current_workspace
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,13 @@ class Controller:
 
         policy = self.policy
         results = self._evaluator.evaluate(now, state.data, state.last_retrain_at)
+        requests = pending_requests(policy.name, int(state.data.get("last_request", 0)),
+                                    workspace=self.workspace)
+        if requests:
+            state.data["last_request"] = requests[-1].id
+            results.append(TriggerResult("request", True, "; ".join(
+                f"{r.by or 'someone'} asked: {r.summary}" for r in requests),
+                {"requests": [r.id for r in requests]}))
         fired = [r for r in results if r.fired]
         if not fired:
             self._save(state, recorded)
@@ -427,3 +436,15 @@ def tick(policy: str, *, workspace: Workspace | None = None,
     finally:
         controller.close()
 
+
+def retrain_action(policy: str, *, workspace: Workspace | None = None
+                   ) -> Callable[[Any], None]:
+    """An alert action that asks ``policy``'s controller to retrain when the alert fires
+    (``AlertRule(..., actions=[retrain_action("ctr-loop")])``)."""
+    def action(alert: Any) -> None:
+        if getattr(alert, "kind", "firing") == "firing":
+            request_retrain(policy, f"alert {alert.rule}: {alert.message}",
+                            details=alert.to_dict(), workspace=workspace)
+
+    action.__name__ = f"retrain({policy})"
+    return action

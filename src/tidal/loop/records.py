@@ -260,3 +260,29 @@ def history(endpoint: str | None = None, *, policy: str | None = None,
                      details=json.loads(r["details"]), cycle=r["cycle"],
                      model_uri=r["model_uri"], at=r["at"], by=r["by"], id=r["id"])
             for r in rows]
+
+
+# -- requests from outside the controller ---------------------------------------------------------
+
+def request_retrain(policy: str, reason: str, *, details: dict[str, Any] | None = None,
+                    workspace: Workspace | None = None) -> Decision:
+    """Ask the policy's controller to retrain at its next tick (subject to the cooldown), as an
+    alert or an operator may. The request is a decision of its own, appended, never a write to
+    the controller's state, so it cannot race the controller."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise PolicyError("a retraining request needs a reason", field="reason")
+    found = get_policy(policy, workspace=workspace)
+    from tidal.tracking.environment import user_name
+
+    decision = Decision(policy=found.name, endpoint=found.endpoint, kind="request",
+                        outcome="received", summary=reason.strip(), details=details or {},
+                        at=now_ms(), by=user_name())
+    (workspace or current_workspace()).db.write(
+        lambda conn: conn.execute(insert(loop_decisions).values(**decision.row())))
+    return decision
+
+
+def pending_requests(policy: str, after_id: int, *, workspace: Workspace) -> list[Decision]:
+    """Retraining requests for ``policy`` recorded after decision ``after_id``."""
+    return [d for d in history(policy=policy, since_id=after_id, workspace=workspace)
+            if d.kind == "request"]
