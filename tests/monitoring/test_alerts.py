@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 
 import tidal
-from tidal.errors import InvalidValueError
+from tidal.errors import InvalidValueError, MissingDependencyError
 from tidal.monitoring import drift
 from tidal.monitoring.alerts import (
     Alert,
@@ -377,3 +378,9 @@ def test_bad_evaluations_are_refused(tmp_path):
         Figure("error_rate", "web", "high")
     with pytest.raises(InvalidValueError, match="at most 250"):
         Figure("error_rate", "w" * 251, 0.1)
+
+
+def test_without_httpx_a_webhook_names_the_missing_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    with pytest.raises(MissingDependencyError, match="'httpx'"):
+        webhook("http://127.0.0.1:8555/hooks/x", allow=["http://127.0.0.1:8555/hooks/"])

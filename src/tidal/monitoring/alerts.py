@@ -17,6 +17,7 @@ URL came from, can make Tidal call an address the operator did not allow (reques
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -32,8 +33,9 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import Connection, insert, select, update
 
 from tidal.durations import parse_duration
-from tidal.errors import InvalidValueError
+from tidal.errors import InvalidValueError, missing_dependency
 from tidal.ids import check_name
+from tidal.monitoring.performance import latest_window
 from tidal.monitoring.schema import alert_events, alert_states
 from tidal.store.db import upsert
 from tidal.store.schema import KEY_LENGTH
@@ -109,11 +111,6 @@ def drift_figures(endpoint: str, report: DriftReport) -> list[Figure]:
 
 #: Columns of a performance frame that are not figures.
 _NOT_FIGURES = ("window", "start", "end", "route", "model_version", "model_uri")
-
-
-def latest_window(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a performance frame's newest window: what alerts and gauges report."""
-    return frame[frame["window"] == frame["window"].max()] if len(frame) else frame
 
 
 def performance_figures(endpoint: str, frame: pd.DataFrame) -> list[Figure]:
@@ -229,6 +226,8 @@ class WebhookAction:
     def __init__(self, url: str, *, allow: Sequence[str],
                  headers: Mapping[str, str] | None = None,
                  timeout: float = WEBHOOK_TIMEOUT) -> None:
+        if importlib.util.find_spec("httpx") is None:
+            raise missing_dependency("httpx", "monitoring", "webhook alerts")
         if isinstance(allow, str) or not isinstance(allow, Sequence) or not allow:
             raise WebhookNotAllowedError(
                 "a webhook needs an allow-list: a list of URL prefixes such as "

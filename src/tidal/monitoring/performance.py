@@ -455,6 +455,11 @@ def window_performance(window: LogWindow, *, size: timedelta | int | None = None
     return frame
 
 
+def latest_window(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a performance frame's newest window: what alerts and gauges report."""
+    return frame[frame["window"] == frame["window"].max()] if len(frame) else frame
+
+
 def performance(endpoint: str | LogWindow, *, size: timedelta | int | None = None,
                 step: timedelta | int | None = None, metrics: str | Sequence[str] | None = None,
                 by: Sequence[str] = ("route", "model_version"),
