@@ -111,3 +111,16 @@ def test_applying_stores_checks_the_pipeline_and_replaces(workspace):
     assert stored.cooldown == timedelta(hours=3) and get_policy("clicks-loop") == stored
     with pytest.raises(PolicyError, match="LoopPolicy, a dict or a policy file"):
         apply_policy(42)
+
+
+def test_the_readme_policy_is_a_valid_policy():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The closed loop"):]
+    text = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    policy = LoopPolicy.from_dict(tomllib.loads(text))
+    assert policy.rollout.steps == (10.0, 50.0, 100.0)
+    assert policy.gate.guards == {"log_loss": 0.02}
