@@ -22,10 +22,11 @@ from tidal.monitoring.alerts import (
 from tidal.monitoring.alerts import evaluate as evaluate_alerts
 from tidal.monitoring.drift import ColumnDrift, DriftInputError, DriftReport, drift
 from tidal.monitoring.gauges import MonitoringGauges
+from tidal.monitoring.html_report import drift_html, write_drift_html
 from tidal.monitoring.performance import performance, prediction_metric, window_performance
 
 __all__ = ["Alert", "AlertEvent", "AlertRule", "AlertState", "ColumnDrift", "DriftInputError",
            "DriftReport", "Figure", "LogAction", "MonitoringGauges", "WebhookAction",
-           "WebhookNotAllowedError", "drift", "drift_figures", "evaluate_alerts",
+           "WebhookNotAllowedError", "drift", "drift_figures", "drift_html", "evaluate_alerts",
            "list_alert_events", "list_alert_states", "performance", "performance_figures",
-           "prediction_metric", "webhook", "window_performance"]
+           "prediction_metric", "webhook", "window_performance", "write_drift_html"]
