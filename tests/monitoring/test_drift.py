@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +94,88 @@ def test_arrow_tables_and_missing_values_are_accepted():
 def test_bad_inputs_are_refused_clearly(call, message):
     with pytest.raises(DriftInputError, match=message):
         call(_sample(100, 9), _sample(100, 10))
+
+
+# -- the statistics equal scipy's -----------------------------------------------------------------
+
+def _numeric_pair(rows: int, *, missing: bool, ties: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Three numeric columns (one unchanged, one shifted, one wider), the current sample a
+    little shorter than the reference. ``ties`` rounds every value to a multiple of 0.5, so
+    values repeat within and across the samples; ``missing`` blanks about 10% of each."""
+    rng = np.random.default_rng(rows + 2 * missing + ties)
+
+    def frame(n: int, shift: float, scale: float) -> pd.DataFrame:
+        columns = {"same": rng.normal(0, 1, n), "shifted": rng.normal(shift, 1, n),
+                   "wider": rng.normal(0, scale, n)}
+        for name, values in columns.items():
+            if ties:
+                values[:] = np.round(values * 2) / 2
+            if missing:
+                values[rng.random(n) < 0.1] = np.nan
+        return pd.DataFrame(columns)
+
+    return frame(rows, 0, 1), frame(rows * 4 // 5, 0.3, 1.2)
+
+
+def _psi_by_bincount(ref: np.ndarray, cur: np.ndarray, bins: int = 10) -> float:
+    """PSI over the reference's deciles, binned value by value: the definition the sorted
+    binning must reproduce."""
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    inner = edges[1:-1]
+    counts = [np.bincount(np.searchsorted(inner, side, side="right"),
+                          minlength=len(edges) - 1).astype(float) for side in (ref, cur)]
+    shares = [np.maximum(c / c.sum(), 1e-4) for c in counts]
+    return float(np.sum((shares[1] - shares[0]) * np.log(shares[1] / shares[0])))
+
+
+# 400 and 10,000 rows: scipy's exact KS distribution; 10,001 and 30,000: its asymptotic one.
+@pytest.mark.parametrize("rows", [400, 10_000, 10_001, 30_000])
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing"])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+def test_numeric_statistics_equal_scipys_column_by_column(rows, missing, ties):
+    from scipy import stats
+
+    reference, current = _numeric_pair(rows, missing=missing, ties=ties)
+    by_ks = drift(reference, current, numeric_test="ks")
+    by_distance = drift(reference, current, numeric_test="wasserstein")
+    for name in reference.columns:
+        ref, cur = reference[name].dropna().to_numpy(), current[name].dropna().to_numpy()
+        ks, distance = by_ks.column(name), by_distance.column(name)
+        pvalue = stats.ks_2samp(ref, cur).pvalue
+        normed = stats.wasserstein_distance(ref, cur) / np.std(ref)
+        assert ks.statistic == pytest.approx(pvalue, rel=1e-9, abs=0)
+        assert distance.statistic == pytest.approx(normed, rel=1e-9, abs=0)
+        assert ks.drifted == (pvalue < 0.05) and distance.drifted == (normed > 0.1)
+        assert ks.psi == distance.psi == pytest.approx(_psi_by_bincount(ref, cur), rel=1e-9)
+        assert (ks.reference_rows, ks.current_rows) == (len(ref), len(cur))
+    verdicts = {c.drifted for report in (by_ks, by_distance) for c in report.columns}
+    assert verdicts == {True, False}  # both occur, so comparing them is not vacuous
+
+
+def test_the_thread_pool_gives_the_serial_report(monkeypatch):
+    module = importlib.import_module("tidal.monitoring.drift")
+    reference, current = _numeric_pair(3000, missing=True, ties=False)
+    reference["city"] = current["city"] = "paris"
+    current.loc[:100, "city"] = "lyon"
+    serial = drift(reference, current, numeric_test="ks").to_dict()
+    monkeypatch.setattr(module, "_PARALLEL_ROWS", 1)
+    assert drift(reference, current, numeric_test="ks").to_dict() == serial
+
+
+def test_nullable_numbers_compare_like_floats_without_their_missing_values():
+    reference, current = _numeric_pair(2000, missing=False, ties=True)
+    as_nullable = {name: (reference[name] * 2).astype("Int64") for name in reference.columns}
+    as_floats = {name: values.astype(float) for name, values in as_nullable.items()}
+    for values in (*as_nullable.values(), *as_floats.values()):
+        values.iloc[::7] = pd.NA if values.dtype == "Int64" else np.nan
+    report = drift(pd.DataFrame(as_nullable), current * 2, numeric_test="ks")
+    assert report.to_dict() == drift(pd.DataFrame(as_floats), current * 2,
+                                     numeric_test="ks").to_dict()
+    assert report.column("same").reference_rows == 2000 - len(range(0, 2000, 7))
+
+
+def test_a_numeric_column_without_values_is_refused():
+    reference, current = _sample(100, 11), _sample(100, 12)
+    current["age"] = np.nan
+    with pytest.raises(DriftInputError, match="'age' has no values in the current sample"):
+        drift(reference, current)
