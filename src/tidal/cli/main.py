@@ -21,6 +21,7 @@ from tidal.cli import (
     features,
     loop,
     models,
+    monitoring,
     pipeline,
     predict,
     runs,
@@ -59,6 +60,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(serving.app, name="endpoints")
 app.add_typer(loop.app, name="loop")
+app.add_typer(monitoring.app, name="monitor")
 app.command("demo")(demo.demo)
 app.command("scheduler")(scheduler.scheduler)
 app.command("deploy")(serving.deploy)
