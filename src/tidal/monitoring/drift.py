@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tidal.errors import InvalidValueError, missing_dependency
+from tidal.errors import missing_dependency
+from tidal.monitoring.inputs import DriftInputError, sample
 
 #: Above this many rows on either side, "auto" picks a distance rather than a p-value test.
 LARGE_SAMPLE = 1000
@@ -41,10 +42,6 @@ _PARALLEL_ROWS = 100_000
 _MAX_WORKERS = 4
 
 
-class DriftInputError(InvalidValueError):
-    """The samples cannot be compared (empty, different columns, unknown test)."""
-
-
 @dataclass(frozen=True)
 class ColumnDrift:
     """One column's verdict: the test used, its statistic (a p-value for ks and chi2, a
@@ -61,6 +58,8 @@ class ColumnDrift:
     current_rows: int
     new_categories: tuple[str, ...] = ()
     missing_categories: tuple[str, ...] = ()
+    #: Compared with a stored profile's bins rather than the reference's rows.
+    binned: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,9 @@ class DriftReport:
 
     columns: tuple[ColumnDrift, ...]
     drift_share: float
+    #: The drift of the model's own answers, when both samples are prediction-log windows;
+    #: reported beside the columns, not counted in the drifted share.
+    prediction: ColumnDrift | None = None
     drifted_share: float = field(init=False)
     drifted: bool = field(init=False)
 
@@ -90,21 +92,8 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         return {"drifted": self.drifted, "drifted_share": self.drifted_share,
                 "drift_share": self.drift_share,
-                "columns": [asdict(c) for c in self.columns]}
-
-
-def _frame(data: Any, what: str) -> Any:
-    import pandas as pd
-
-    if isinstance(data, pd.DataFrame):
-        return data
-    module = type(data).__module__.split(".", 1)[0]
-    if module in ("pyarrow", "polars"):
-        return data.to_pandas()
-    if isinstance(data, dict):
-        return pd.DataFrame(data)
-    raise DriftInputError(f"{what} must be a pandas DataFrame, an Arrow table or a dict of "
-                          f"columns, got {type(data).__name__}", field=what)
+                "columns": [asdict(c) for c in self.columns],
+                "prediction": None if self.prediction is None else asdict(self.prediction)}
 
 
 def _scipy() -> None:
@@ -240,23 +229,14 @@ def _numeric(name: str, ref: Any, cur: Any, test: str, threshold: float,
 
 
 def _categorical(name: str, ref: Any, cur: Any, test: str, threshold: float) -> ColumnDrift:
-    import numpy as np
     import pandas as pd
-    from scipy import stats
-    from scipy.spatial.distance import jensenshannon
 
     ref_counts = pd.Series(ref).astype(str).value_counts()
     cur_counts = pd.Series(cur).astype(str).value_counts()
     categories = sorted(set(ref_counts.index) | set(cur_counts.index))
     r = ref_counts.reindex(categories, fill_value=0).to_numpy(dtype=float)
     c = cur_counts.reindex(categories, fill_value=0).to_numpy(dtype=float)
-    if test == "chi2":
-        # A test of homogeneity (both samples are samples), not goodness of fit to the
-        # reference's shares, which would ignore the reference's own noise and flag too often.
-        statistic = 1.0 if len(categories) == 1 else float(
-            stats.chi2_contingency(np.vstack([r, c]), correction=False).pvalue)
-    else:
-        statistic = float(jensenshannon(r / r.sum(), c / c.sum(), base=2))
+    statistic = _category_statistic(r, c, test)
     drifted = statistic < threshold if test in _P_VALUE_TESTS else statistic > threshold
     new = tuple(k for k in categories if k not in ref_counts.index)
     missing = tuple(k for k in categories if k not in cur_counts.index)
@@ -264,12 +244,64 @@ def _categorical(name: str, ref: Any, cur: Any, test: str, threshold: float) -> 
                        _psi(r, c), int(r.sum()), int(c.sum()), new, missing)
 
 
+def _category_statistic(ref: Any, cur: Any, test: str) -> float:
+    """chi2's p-value or the Jensen-Shannon distance of two count vectors over the same
+    categories."""
+    import numpy as np
+    from scipy import stats
+    from scipy.spatial.distance import jensenshannon
+
+    if test == "chi2":
+        # A test of homogeneity (both samples are samples), not goodness of fit to the
+        # reference's shares, which would ignore the reference's own noise and flag too often.
+        present = (ref + cur) > 0
+        if present.sum() < 2:
+            return 1.0
+        return float(stats.chi2_contingency(np.vstack([ref[present], cur[present]]),
+                                            correction=False).pvalue)
+    return float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
+
+
+def _against_profile(name: str, column: dict[str, Any], current: Any, numeric_test: str,
+                     categorical_test: str, limits: dict[str, float]) -> ColumnDrift:
+    """One column's verdict against its stored profile (see ``profile_drift``)."""
+    from tidal.monitoring import profile_drift
+
+    rows = int(column.get("count", 0)) - int(column.get("nulls", 0))
+    if "histogram" in column and _is_numeric(current):
+        cur = _sorted_values(current)
+        _require_values(name, rows, len(cur))
+        test = numeric_test if numeric_test != "auto" else (
+            "wasserstein" if max(rows, len(cur)) > LARGE_SAMPLE else "ks")
+        statistic, psi, rows = profile_drift.numeric_from_profile(column, cur, test, _psi)
+        kind, new, missing, count = "numeric", (), (), len(cur)
+    elif "top" in column:
+        values = current.dropna().to_numpy()
+        _require_values(name, rows, len(values))
+        test = categorical_test if categorical_test != "auto" else (
+            "jensenshannon" if max(rows, len(values)) > LARGE_SAMPLE else "chi2")
+        ref, cur_counts, _, new, missing = profile_drift.categorical_from_profile(column,
+                                                                                   values)
+        statistic, psi = _category_statistic(ref, cur_counts, test), _psi(ref, cur_counts)
+        kind, count = "categorical", len(values)
+    else:
+        raise DriftInputError(f"the profile of column {name!r} has neither a histogram nor "
+                              "top values to compare with", field="reference")
+    threshold = limits[test]
+    drifted = statistic < threshold if test in _P_VALUE_TESTS else statistic > threshold
+    return ColumnDrift(name, kind, test, statistic, threshold, bool(drifted), psi, rows,
+                       count, new, missing, binned=True)
+
+
 def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
           numeric_test: str = "auto", categorical_test: str = "auto",
           thresholds: dict[str, float] | None = None, psi_bins: int = 10,
           drift_share: float = 0.5) -> DriftReport:
-    """Compare ``current`` with ``reference`` (DataFrames, Arrow tables or dicts of columns)
-    column by column; ``columns`` defaults to those of the reference.
+    """Compare ``current`` with ``reference`` column by column; ``columns`` defaults to those
+    of the reference. Each side is a DataFrame, an Arrow table, a dict of columns, a dataset
+    version or its URI, or a prediction-log window (``read_window``); the reference may also
+    be a stored profile (``DatasetVersion.profile``), compared on its bins. Two log windows
+    also get the drift of the predictions, as ``report.prediction``.
 
     ``numeric_test``: "auto", "ks" or "wasserstein"; ``categorical_test``: "auto", "chi2" or
     "jensenshannon"; ``thresholds`` overrides the p-value level or distance per test
@@ -294,15 +326,31 @@ def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
         raise DriftInputError(f"psi_bins must be an integer of at least 2, got {psi_bins!r}",
                               field="psi_bins")
     _scipy()
-    ref_frame, cur_frame = _frame(reference, "reference"), _frame(current, "current")
-    names = list(ref_frame.columns) if columns is None else list(columns)
+    ref, cur = sample(reference, "reference"), sample(current, "current")
+    if cur.profile is not None:
+        raise DriftInputError("current must be rows (data, a dataset version or a log "
+                              "window), not a profile; only the reference can be one",
+                              field="current")
+    names = ref.columns if columns is None else list(columns)
     if not names:
         raise DriftInputError("there are no columns to compare", field="columns")
-    for side, frame in (("reference", ref_frame), ("current", cur_frame)):
-        absent = [n for n in names if n not in frame.columns]
+    for side, found in (("reference", ref), ("current", cur)):
+        absent = [n for n in names if n not in found.columns]
         if absent:
             raise DriftInputError(f"the {side} lacks column(s) {absent}; it has "
-                                  f"{list(map(str, frame.columns))}", field=side)
+                                  f"{found.columns}", field=side)
+    cur_frame = cur.frame
+    prediction = None
+    if ref.predictions is not None and cur.predictions is not None:
+        prediction = _compare("prediction", ref.predictions, cur.predictions, numeric_test,
+                              categorical_test, limits, psi_bins)
+    if ref.profile is not None:
+        profiled = ref.profile["columns"]
+        return DriftReport(tuple(
+            _against_profile(name, profiled[name], cur_frame[name], numeric_test,
+                             categorical_test, limits) for name in names), drift_share,
+            prediction)
+    ref_frame = ref.frame
     rows = max(len(ref_frame), len(cur_frame))
 
     def compare(name: str) -> ColumnDrift:
@@ -312,9 +360,9 @@ def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
     workers = min(len(names), os.cpu_count() or 1, _MAX_WORKERS) \
         if rows >= _PARALLEL_ROWS else 1
     if workers == 1:
-        return DriftReport(tuple(map(compare, names)), drift_share)
+        return DriftReport(tuple(map(compare, names)), drift_share, prediction)
     with ThreadPoolExecutor(workers) as pool:
-        return DriftReport(tuple(pool.map(compare, names)), drift_share)
+        return DriftReport(tuple(pool.map(compare, names)), drift_share, prediction)
 
 
 def _compare(name: str, reference: Any, current: Any, numeric_test: str,
