@@ -34,6 +34,7 @@ from tidal.monitoring.alerts import (
     performance_figures,
     webhook,
 )
+from tidal.monitoring.drift import ColumnDrift, DriftReport
 from tidal.store.workspace import close_all
 
 T0 = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -253,6 +254,12 @@ def test_figures_of_a_drift_report_and_a_performance_frame(workspace):
     assert figures[("drift_psi", "web column=age")] == report.column("age").psi
     assert figures[("drift_statistic", "web column=city test=chi2")] == \
         report.column("city").statistic
+    assert not any(name.startswith("prediction_") for name, _ in figures)
+    answers = ColumnDrift("prediction", "numeric", "ks", 0.01, 0.05, True, 0.2, 500, 500)
+    figures = {(f.name, f.subject): f.value for f in drift_figures(
+        "web", DriftReport(report.columns, 0.5, answers))}
+    assert (figures[("prediction_drifted", "web")], figures[("prediction_psi", "web")],
+            figures[("prediction_statistic", "web test=ks")]) == (1.0, 0.2, 0.01)
 
     frame = pd.DataFrame({"window": [0, 1, 1], "start": [T0] * 3, "end": [T0] * 3,
                           "route": ["a", "a", "b"], "model_version": [1, 1, 2],

@@ -156,3 +156,20 @@ def test_without_prometheus_client_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(MissingDependencyError, match=r"tidal-mlops\[serve\]"):
         MonitoringGauges()
+
+
+def test_the_drift_of_predictions_has_its_own_gauges(gauges):
+    from tidal.monitoring.drift import ColumnDrift, DriftReport
+
+    columns = report().columns
+    answers = ColumnDrift("prediction", "categorical", "chi2", 0.002, 0.05, True, 0.31, 300,
+                          280)
+    gauges.set_drift("web", DriftReport(columns, 0.5, answers))
+    port = gauges.serve()
+    scraped = scrape(port)
+    assert samples(scraped, "tidal_prediction_drifted") == {(("endpoint", "web"),): 1.0}
+    assert samples(scraped, "tidal_prediction_psi") == {(("endpoint", "web"),): 0.31}
+    assert samples(scraped, "tidal_prediction_drift_statistic") == {
+        (("endpoint", "web"), ("test", "chi2")): 0.002}
+    gauges.set_drift("web", DriftReport(columns, 0.5))  # a report without the answers
+    assert samples(scrape(port), "tidal_prediction_psi") == {}

@@ -39,7 +39,7 @@ class Page(HTMLParser):
         self.tags.append((tag, attributes))
         if tag == "svg":
             self.charts.append(attributes)
-            self._chart = attributes["data-column"]
+            self._chart = attributes.get("data-column") or "(predictions)"
             self.titles[self._chart] = []
         elif tag == "title" and self._chart is not None:
             self._in_title = True
@@ -175,3 +175,42 @@ def test_bad_input_is_refused():
         drift_html(report, [1, 2, 3], current)
     with pytest.raises(InvalidValueError, match="title must be a string"):
         drift_html(report, reference, current, title=3)
+
+
+def test_two_log_windows_also_show_the_predictions(workspace):
+    from datetime import UTC, datetime, timedelta
+
+    from tests.monitoring.test_log_window import BASE, answer, write_log
+    from tidal.monitoring.log_window import read_window
+
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(400):  # the second hour answers class 1 far more often
+        later = i >= 200
+        records.append(answer(f"r{i}", BASE + i * 18_000, outputs=[int(rng.random() < (
+            0.8 if later else 0.3))], inputs={"x": [float(rng.normal(0, 1))]}))
+    write_log(workspace, records)
+    start, hour = datetime(2026, 3, 2, 10, tzinfo=UTC), timedelta(hours=1)
+    first = read_window("ctr", start=start, end=start + hour)
+    second = read_window("ctr", start=start + hour, end=start + 2 * hour)
+    report = drift(first, second)
+    assert report.prediction is not None and report.prediction.drifted
+    text = drift_html(report, first, second)
+    page = Page(text)
+    assert [c.get("data-column") for c in page.charts] == ["x", None]
+    assert page.charts[-1]["data-predictions"] == "true"
+    verdict = next(a for tag, a in page.tags if tag == "p" and "predictions" in a["class"])
+    assert float(verdict["data-statistic"]) == report.prediction.statistic
+    assert float(verdict["data-psi"]) == report.prediction.psi
+    assert "The model's predictions — drifted" in "".join(page.text)
+
+
+def test_a_stored_profile_cannot_be_drawn(workspace):
+    import tidal
+
+    reference, current = samples(300)
+    version = tidal.datasets.register("train", reference[["age", "city"]])
+    report = drift(version.profile, current[["age", "city"]])
+    with pytest.raises(InvalidValueError, match="reference is a stored profile"):
+        drift_html(report, version.profile, current)
+    assert Page(drift_html(report, version, current)).charts  # its rows can be

@@ -97,7 +97,9 @@ def figure_subject(endpoint: str, **labels: Any) -> str:
 def drift_figures(endpoint: str, report: DriftReport) -> list[Figure]:
     """A drift report as figures: ``drift_share`` and ``drift_detected`` (0 or 1) of the
     endpoint; ``column_drifted``, ``drift_psi`` and ``drift_statistic`` (the test is part of
-    its subject: p-values and distances are not compared with one threshold) per column."""
+    its subject: p-values and distances are not compared with one threshold) per column;
+    ``prediction_drifted``, ``prediction_psi`` and ``prediction_statistic`` when the report
+    compared the model's answers too."""
     figures = [Figure("drift_share", endpoint, report.drifted_share),
                Figure("drift_detected", endpoint, float(report.drifted))]
     for column in report.columns:
@@ -106,6 +108,12 @@ def drift_figures(endpoint: str, report: DriftReport) -> list[Figure]:
         figures += [Figure("column_drifted", where, float(column.drifted)),
                     Figure("drift_psi", where, column.psi),
                     Figure("drift_statistic", tested, column.statistic)]
+    answers = report.prediction
+    if answers is not None:
+        figures += [Figure("prediction_drifted", endpoint, float(answers.drifted)),
+                    Figure("prediction_psi", endpoint, answers.psi),
+                    Figure("prediction_statistic", figure_subject(endpoint, test=answers.test),
+                           answers.statistic)]
     return figures
 
 

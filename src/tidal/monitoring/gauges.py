@@ -38,6 +38,12 @@ _GAUGES = {
                   ("column", "test")),
     "psi": ("tidal_drift_psi", "A column's population stability index", ("column",)),
     "drifted": ("tidal_column_drifted", "1 when the column drifted, else 0", ("column",)),
+    "prediction_drifted": ("tidal_prediction_drifted", "1 when the model's answers drifted, "
+                           "else 0 (reports comparing two log windows)", ()),
+    "prediction_statistic": ("tidal_prediction_drift_statistic", "The drift test statistic of "
+                             "the model's answers", ("test",)),
+    "prediction_psi": ("tidal_prediction_psi", "The population stability index of the "
+                       "model's answers", ()),
     "metric": ("tidal_model_metric", "A model metric on the labelled rows of the newest "
                "window", ("route", "version", "metric")),
     "error_rate": ("tidal_error_rate", "Share of rows the model failed on in the newest window",
@@ -49,7 +55,8 @@ _GAUGES = {
     "labelled": ("tidal_window_labelled_rows", "Rows with a label in the newest window",
                  ("route", "version")),
 }
-_DRIFT = ("drift_share", "drift_detected", "statistic", "threshold", "psi", "drifted")
+_DRIFT = ("drift_share", "drift_detected", "statistic", "threshold", "psi", "drifted",
+          "prediction_drifted", "prediction_statistic", "prediction_psi")
 _PERFORMANCE = ("metric", "error_rate", "latency", "requests", "labelled")
 
 
@@ -95,7 +102,8 @@ class MonitoringGauges:
                 self._shown[(key, endpoint)] = kept
 
     def set_drift(self, endpoint: str, report: DriftReport) -> None:
-        """Show a drift report as the endpoint's drift gauges."""
+        """Show a drift report as the endpoint's drift gauges (and its predictions' when the
+        report compared them)."""
         values: dict[str, dict[tuple[str, ...], float]] = {
             "drift_share": {(): report.drifted_share},
             "drift_detected": {(): float(report.drifted)},
@@ -106,6 +114,11 @@ class MonitoringGauges:
             values["threshold"][tested] = column.threshold
             values["psi"][(column.column,)] = column.psi
             values["drifted"][(column.column,)] = float(column.drifted)
+        answers = report.prediction
+        if answers is not None:  # else its series, if any, are removed
+            values["prediction_drifted"] = {(): float(answers.drifted)}
+            values["prediction_statistic"] = {(answers.test,): answers.statistic}
+            values["prediction_psi"] = {(): answers.psi}
         self._replace(endpoint, _DRIFT, values)
 
     def set_performance(self, endpoint: str, frame: pd.DataFrame) -> None:

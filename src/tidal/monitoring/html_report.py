@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tidal.monitoring.drift import ColumnDrift, DriftReport
+    from tidal.monitoring.inputs import Sample
 
 #: Bins of a numeric histogram; categories drawn before the rest are summed as "other".
 BINS = 20
@@ -49,17 +50,16 @@ svg text { font: 11px system-ui, sans-serif; fill: #59636e; }
 """
 
 
-def _frame(data: Any, what: str) -> pd.DataFrame:
-    import pandas as pd
+def _rows(data: Any, what: str) -> Sample:
+    """A sample as drift reads it, which must hold rows: charts are drawn from them."""
+    from tidal.monitoring.inputs import sample
 
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, dict):
-        return pd.DataFrame(data)
-    if hasattr(data, "to_pandas"):  # Arrow tables, Polars frames
-        return data.to_pandas()
-    raise InvalidValueError(f"{what} must be a pandas DataFrame, an Arrow table or a dict of "
-                            f"columns, got {type(data).__name__}", field=what)
+    found = sample(data, what)
+    if found.profile is not None:
+        raise InvalidValueError(f"the {what} is a stored profile; the report draws each column "
+                                "from rows: give the data itself (a frame, a dataset version "
+                                "or its URI, a log window)", field=what)
+    return found
 
 
 def _text(value: Any) -> str:
@@ -81,10 +81,13 @@ def _legend() -> str:
             f'<span style="background:{_CURRENT}"></span>current</p>')
 
 
-def _svg(column: str, kind: str, height: int, body: list[str]) -> str:
+def _svg(column: str, kind: str, height: int, body: list[str], predictions: bool) -> str:
+    """A chart, named by ``data-column`` (or ``data-predictions`` for the model's answers,
+    which must not be mistaken for an input column of the same name)."""
     label = f"{'histogram' if kind == 'numeric' else 'category shares'} of {column}"
+    target = 'data-predictions="true"' if predictions else f'data-column="{_text(column)}"'
     return (f'<svg class="chart {"histogram" if kind == "numeric" else "bars"}" '
-            f'data-column="{_text(column)}" role="img" aria-label="{_text(label)}" '
+            f'{target} role="img" aria-label="{_text(label)}" '
             f'width="{_WIDTH}" height="{height}" viewBox="0 0 {_WIDTH} {height}">'
             f'{"".join(body)}</svg>')
 
@@ -94,7 +97,8 @@ def _bar(x: float, y: float, width: float, height: float, color: str, title: str
             f'height="{max(height, 0):.2f}" fill="{color}"><title>{_text(title)}</title></rect>')
 
 
-def _histogram(column: str, reference: np.ndarray, current: np.ndarray) -> str:
+def _histogram(column: str, reference: np.ndarray, current: np.ndarray,
+               predictions: bool) -> str:
     """Shares of the rows in each of BINS bins spanning both samples, as grouped bars."""
     import numpy as np
 
@@ -118,10 +122,11 @@ def _histogram(column: str, reference: np.ndarray, current: np.ndarray) -> str:
     for x, value, anchor in ((_LEFT, edges[0], "start"), (_WIDTH - 8, edges[-1], "end")):
         body.append(f'<text x="{x}" y="{base + 16}" text-anchor="{anchor}">'
                     f"{_text(format_number(float(value), 4))}</text>")
-    return _svg(column, "numeric", _TOP + _PLOT_HEIGHT + _BOTTOM, body)
+    return _svg(column, "numeric", _TOP + _PLOT_HEIGHT + _BOTTOM, body, predictions)
 
 
-def _categories(column: str, reference: pd.Series, current: pd.Series) -> str:
+def _categories(column: str, reference: pd.Series, current: pd.Series,
+                predictions: bool) -> str:
     """Each category's share on both sides as pairs of horizontal bars, the largest first;
     past MAX_CATEGORIES the rest are one "other" row."""
     import pandas as pd
@@ -154,7 +159,7 @@ def _categories(column: str, reference: pd.Series, current: pd.Series) -> str:
                              f"{name}: {what} {_percent(share)}"))
         body.append(f'<text x="{_LABEL_WIDTH + max(ref_share, cur_share) / top * plot_width + 4}"'
                     f' y="{y + 14}">{_percent(ref_share)} → {_percent(cur_share)}</text>')
-    return _svg(column, "categorical", _TOP + len(rows) * _ROW + 8, body)
+    return _svg(column, "categorical", _TOP + len(rows) * _ROW + 8, body, predictions)
 
 
 def _test_name(column: ColumnDrift) -> str:
@@ -162,7 +167,8 @@ def _test_name(column: ColumnDrift) -> str:
     return f"{column.test} ({measure})"
 
 
-def _section(index: int, column: ColumnDrift, reference: pd.Series, current: pd.Series) -> str:
+def _section(anchor: str, column: ColumnDrift, reference: pd.Series, current: pd.Series, *,
+             predictions: bool = False) -> str:
     import numpy as np
 
     verdict = ('<span class="yes">drifted</span>' if column.drifted
@@ -180,17 +186,20 @@ def _section(index: int, column: ColumnDrift, reference: pd.Series, current: pd.
     if column.kind == "numeric":
         ref = reference.to_numpy(dtype=float)
         cur = current.to_numpy(dtype=float)
-        chart = _histogram(column.column, ref[np.isfinite(ref)], cur[np.isfinite(cur)])
+        chart = _histogram(column.column, ref[np.isfinite(ref)], cur[np.isfinite(cur)],
+                           predictions)
     else:
-        chart = _categories(column.column, reference, current)
-    return (f'<section id="column-{index}"><h2>{_text(column.column)} — {verdict}</h2>'
+        chart = _categories(column.column, reference, current, predictions)
+    name = "The model's predictions" if predictions else _text(column.column)
+    return (f'<section id="{anchor}"><h2>{name} — {verdict}</h2>'
             f'<p class="note">{"<br>".join(notes)}</p>{chart}</section>')
 
 
 def drift_html(report: DriftReport, reference: Any, current: Any, *,
                title: str | None = None) -> str:
     """The HTML page of ``report``, drawing each of its columns from ``reference`` and
-    ``current`` (the samples it was computed from: DataFrames, Arrow tables or dicts)."""
+    ``current``: the samples it was computed from, in any form ``drift`` takes except a
+    stored profile (the charts need rows). Two log windows also show the predictions."""
     from tidal.monitoring.drift import DriftReport
 
     if not isinstance(report, DriftReport):
@@ -199,10 +208,10 @@ def drift_html(report: DriftReport, reference: Any, current: Any, *,
     if title is not None and not isinstance(title, str):
         raise InvalidValueError(f"title must be a string, got {type(title).__name__}",
                                 field="title")
-    samples = {"reference": _frame(reference, "reference"),
-               "current": _frame(current, "current")}
-    for side, frame in samples.items():
-        absent = [c.column for c in report.columns if c.column not in frame.columns]
+    samples = {"reference": _rows(reference, "reference"),
+               "current": _rows(current, "current")}
+    for side, found in samples.items():
+        absent = [c.column for c in report.columns if c.column not in found.frame.columns]
         if absent:
             raise InvalidValueError(f"the {side} sample lacks column(s) {absent} of the "
                                     "report; give the samples the report was computed from",
@@ -229,9 +238,20 @@ def drift_html(report: DriftReport, reference: Any, current: Any, *,
              "<th>Statistic</th><th>Threshold</th><th>PSI</th><th>Drifted</th>"
              f"<th>Rows (reference / current)</th></tr></thead><tbody>{''.join(rows)}"
              "</tbody></table>")
-    sections = [_section(i, c, samples["reference"][c.column].dropna(),
-                         samples["current"][c.column].dropna())
-                for i, c in enumerate(report.columns)]
+    ref, cur = samples["reference"], samples["current"]
+    sections = [_section(f"column-{i}", c, ref.frame[c.column].dropna(),
+                         cur.frame[c.column].dropna()) for i, c in enumerate(report.columns)]
+    answers = report.prediction
+    if answers is not None and ref.predictions is not None and cur.predictions is not None:
+        found = ('<span class="yes">drifted</span>' if answers.drifted
+                 else '<span class="no">not drifted</span>')
+        verdict += (f'<p class="verdict predictions" data-statistic="{answers.statistic!r}" '
+                    f'data-psi="{answers.psi!r}"><a href="#predictions">Predictions</a>: '
+                    f"{found} ({_text(_test_name(answers))} "
+                    f"{_text(format_number(answers.statistic, 4))}, PSI "
+                    f"{_text(format_number(answers.psi, 4))})</p>")
+        sections.append(_section("predictions", answers, ref.predictions, cur.predictions,
+                                 predictions=True))
     return ("<!DOCTYPE html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
