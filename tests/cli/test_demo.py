@@ -1,9 +1,11 @@
-"""``tidal demo``: a real tracked comparison, then the listings that explore it."""
+"""``tidal demo --quick``: the closed loop end to end on the generated retail stream, then the
+commands that explore what it left in the workspace, as a user would run them."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,14 +14,15 @@ import tidal
 from tests.cli.conftest import Invoke
 
 pytest.importorskip("sklearn")
+pytest.importorskip("uvicorn")
+pytest.importorskip("scipy")
 
-MODELS = ["logistic-regression", "random-forest", "hist-gradient-boosting"]
-SUMMARY_METRICS = {"accuracy", "f1", "roc_auc", "log_loss", "fit_seconds", "predict_ms_per_row"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Run the demo once for the module: its workspace and what it printed."""
+    """Run the quick demo once for the module: its workspace and what it printed."""
     from typer.testing import CliRunner
 
     from tidal.cli.main import app
@@ -29,116 +32,149 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(home.parent)
         patch.setenv("TIDAL_SYSTEM_METRICS_INTERVAL", "0")
-        result = CliRunner().invoke(app, ["demo", "-w", str(home), "--seed", "7"],
-                                    env={"COLUMNS": "120", "NO_COLOR": "1"},
+        result = CliRunner().invoke(app, ["demo", "--quick", "-w", str(home)],
+                                    env={"COLUMNS": "160", "NO_COLOR": "1"},
                                     catch_exceptions=False)
     close_all()
     assert result.exit_code == 0, result.output
     return home, result.stdout
 
 
-def _list(cli: Invoke, home: Path, *args: str) -> list[dict]:
-    result = cli("-w", str(home), "runs", "list", "--json", *args)
+def _json(cli: Invoke, home: Path, *args: str) -> object:
+    result = cli("-w", str(home), *args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-def test_demo_creates_a_parent_and_three_children(cli: Invoke, demo_run):
-    home, _ = demo_run
-    runs = _list(cli, home, "-e", "demo")
-    assert len(runs) == 4
-    [parent] = [r for r in runs if r["parent_id"] is None]
-    children = [r for r in runs if r["parent_id"] is not None]
-    assert parent["name"] == "demo-comparison"
-    assert sorted(r["name"] for r in children) == sorted(MODELS)
-    assert {r["parent_id"] for r in children} == {parent["id"]}
-    assert all(r["status"] == "finished" for r in runs)
-    assert parent["params"]["dataset"] == "breast_cancer"
-    assert parent["params"]["seed"] == "7"
-    assert int(parent["params"]["n_train"]) + int(parent["params"]["n_test"]) == 569
+def test_the_output_shows_every_stage_and_says_the_data_is_generated(demo_run):
+    _, out = demo_run
+    for number, heading in enumerate(["Data", "Candidates", "Serving", "Live traffic",
+                                      "The change", "The loop", "Summary"], start=1):
+        assert f"{number}/7  {heading}" in out
+    assert "synthetic data, not real shoppers" in out
+    assert "generated" in out
+    assert "Model comparison" in out and "★" in out
+    assert "hour 12 (Mon 12:00)" in out  # the first live hour
+    assert "loop trigger fired" in out and "loop promote done" in out
+    assert "Accuracy on the generated stream, before and after the change" in out
+    assert "Done in" in out
 
 
-def test_demo_children_hold_metrics_params_and_artifacts(cli: Invoke, demo_run):
-    home, _ = demo_run
-    children = _list(cli, home, "-e", "demo", "-f", "parent_id IS NOT NULL")
-    for run in children:
-        assert SUMMARY_METRICS <= set(run["metrics"]), run["name"]
-        for key in ("accuracy", "f1", "roc_auc"):
-            assert 0.85 < run["metrics"][key] <= 1.0, (run["name"], key)
-        assert 0 < run["metrics"]["log_loss"] < 1
-        assert run["metrics"]["fit_seconds"] > 0 and run["metrics"]["predict_ms_per_row"] > 0
-        assert run["params"]["dataset"] == "breast_cancer"
-        assert run["params"]["n_features"] == "30"
-    by_name = {r["name"]: r for r in children}
-    assert by_name["logistic-regression"]["params"]["C"] == "1.0"
-    assert by_name["logistic-regression"]["params"]["preprocessing"] == "StandardScaler"
-    assert by_name["random-forest"]["params"]["n_estimators"] == "200"
-    assert by_name["hist-gradient-boosting"]["params"]["learning_rate"] == "0.1"
-
-    ws = tidal.workspace(home)
-    for name, run in by_name.items():
-        stored = tidal.get_run(run["id"], workspace=ws)
-        paths = {a.path for a in stored.artifacts()}
-        assert {"classification_report.json", "confusion_matrix.csv"} <= paths, name
-        report = json.loads(stored.read_artifact("classification_report.json"))
-        assert report["accuracy"] == pytest.approx(run["metrics"]["accuracy"])
-        matrix = stored.read_artifact("confusion_matrix.csv").decode().splitlines()
-        cells = [int(v) for line in matrix[1:] for v in line.split(",")[1:]]
-        assert len(cells) == 4 and sum(cells) == int(run["params"]["n_test"])
-    forest = tidal.get_run(by_name["random-forest"]["id"], workspace=ws)
-    importances = forest.read_artifact("feature_importances.csv").decode().splitlines()
-    assert importances[0] == "feature,importance" and len(importances) == 31
-    linear = tidal.get_run(by_name["logistic-regression"]["id"], workspace=ws)
-    assert "coefficients.csv" in {a.path for a in linear.artifacts()}
-
-
-def test_demo_logs_learning_curves(demo_run):
-    home, _ = demo_run
-    ws = tidal.workspace(home)
-    frame = tidal.search_runs("demo", filter="name = 'hist-gradient-boosting'", workspace=ws)
-    boosting = tidal.get_run(frame["run_id"][0], workspace=ws)
-    validation = boosting.metric_history("curve/validation_loss")
-    assert len(validation) > 10
-    assert validation["step"].tolist() == list(range(1, len(validation) + 1))
-    assert validation["value"].iloc[-1] < validation["value"].iloc[0]
-    test_loss = boosting.metric_history("curve/test_log_loss")
-    assert test_loss["value"].iloc[-1] == pytest.approx(boosting.metrics["log_loss"], rel=1e-6)
-    frame = tidal.search_runs("demo", filter="name = 'random-forest'", workspace=ws)
-    forest = tidal.get_run(frame["run_id"][0], workspace=ws)
-    assert len(forest.metric_history("curve/test_accuracy")) == 200
-
-
-def test_demo_output_names_the_winner_and_next_commands(cli: Invoke, demo_run):
+def test_the_first_day_is_a_validated_dataset(demo_run):
     home, out = demo_run
-    runs = _list(cli, home, "-e", "demo")
+    ws = tidal.workspace(home)
+    dataset = tidal.datasets.get("retail-clicks", workspace=ws)
+    assert dataset.version == 1 and dataset.num_rows > 4000
+    [report] = dataset.validation_reports()
+    assert report.passed and len(report.results) == 21
+    assert "21/21 expectations passed" in out
+
+
+def test_two_candidates_are_tracked_and_the_better_one_became_the_first_champion(
+        cli: Invoke, demo_run):
+    home, _ = demo_run
+    runs = _json(cli, home, "runs", "list", "-e", "retail-demo")
     [parent] = [r for r in runs if r["parent_id"] is None]
     children = [r for r in runs if r["parent_id"] is not None]
-    best = max(children, key=lambda r: (r["metrics"]["roc_auc"], -r["metrics"]["log_loss"]))
-    assert parent["tags"]["winner"] == best["name"]
+    assert parent["name"] == "retail-candidates"
+    assert sorted(r["name"] for r in children) == ["boosting", "logistic"]
+    assert all(r["status"] == "finished" and r["parent_id"] == parent["id"] for r in children)
+    for run in children:
+        assert {"accuracy", "roc_auc", "f1", "log_loss", "fit_seconds"} <= set(run["metrics"])
+        assert run["metrics"]["accuracy"] > 0.8 and run["params"]["data"] == "generated"
+    best = max(children, key=lambda r: (r["metrics"]["accuracy"], r["metrics"]["roc_auc"]))
     assert parent["tags"]["winner_run_id"] == best["id"]
-    assert f"Winner: {best['name']}" in out
-    for name in MODELS:
-        assert name in out
-    assert "Model comparison" in out
-    assert f"roc_auc {best['metrics']['roc_auc']:.4f}" in out
-    assert str(home) in out  # where the workspace is
-    assert f"tidal -w {home} runs list -e demo -o 'metrics.roc_auc DESC'" in out
-    assert f"tidal -w {home} runs show {best['id']}" in out
-    compare = next(line for line in out.splitlines() if "runs compare" in line)
-    assert sorted(compare.split()[-3:]) == sorted(r["id"] for r in children)
+
+    ws = tidal.workspace(home)
+    first = tidal.models.get_version("models:/retail-ctr/1", workspace=ws)
+    assert first.run_id == best["id"]
+    assert [d.uri for d in first.datasets()] == ["datasets:/retail-clicks/1"]
+    assert first.signature is not None and "device" in first.signature.columns
+    assert all(g["passed"] for g in first.gate_results())
+    # it served until the loop replaced it, and went back to approved
+    assert first.stage == "approved"
 
 
-def test_demo_runs_can_be_compared(cli: Invoke, demo_run):
+def test_the_loop_history_holds_every_stage_of_the_cycle(cli: Invoke, demo_run):
     home, _ = demo_run
-    children = _list(cli, home, "-e", "demo", "-f", "parent_id IS NOT NULL")
-    result = cli("-w", str(home), "runs", "compare", *[r["id"] for r in children], "--json")
-    assert result.exit_code == 0, result.output
-    metrics = {m["key"]: m for m in json.loads(result.stdout)["metrics"]}
-    assert metrics["log_loss"]["goal"] == "min"
-    assert metrics["roc_auc"]["goal"] == "max"
-    assert metrics["fit_seconds"]["goal"] == "min"
-    best_auc = max(children, key=lambda r: r["metrics"]["roc_auc"])
-    assert metrics["roc_auc"]["best"] == [best_auc["id"]]
+    decisions = _json(cli, home, "loop", "history", "retail")
+    seen = [(d["kind"], d["outcome"]) for d in decisions]
+    expected = [("trigger", "fired"), ("retrain", "trained"), ("gate", "passed"),
+                ("rollout", "started"), ("rollout", "passed"), ("rollout", "started"),
+                ("rollout", "passed"), ("rollout", "started"), ("rollout", "passed"),
+                ("promote", "done")]
+    assert seen[:len(expected)] == expected, seen
+    assert not any(kind == "rollback" for kind, _ in seen)
+    trigger, retrain, gate = decisions[:3]
+    assert trigger["details"]["drift"]["drifted_share"] >= 0.4
+    assert {"category", "device"} <= set(trigger["details"]["drift"]["drifted_columns"])
+    assert retrain["model_uri"] == "models:/retail-ctr/2"
+    primary = gate["details"]["better_than_champion(accuracy, by >= 0.02)"]
+    assert primary["value"] - primary["champion_value"] >= 0.02
+    shares = [d["details"]["share"] for d in decisions if d["kind"] == "rollout"
+              and d["outcome"] == "started"]
+    assert shares == [10.0, 50.0, 100.0]
+    assert decisions[len(expected) - 1]["model_uri"] == "models:/retail-ctr/2"
+    assert len({d["cycle"] for d in decisions[:len(expected)]}) == 1
+
+
+def test_the_champion_moved_and_the_endpoint_serves_it(cli: Invoke, demo_run):
+    home, _ = demo_run
+    ws = tidal.workspace(home)
+    champion = tidal.models.get_version("models:/retail-ctr@champion", workspace=ws)
+    assert champion.version == 2 and champion.stage == "deployed"
+    assert [d.name for d in champion.datasets()] == ["retail-loop-train"]
+    moves = [(e.alias, e.version) for e in tidal.models.alias_history("retail-ctr",
+                                                                       workspace=ws)]
+    assert ("champion", 1) in moves and moves.index(("champion", 1)) < \
+        moves.index(("champion", 2))
+    endpoint = tidal.serving.get_endpoint("retail", workspace=ws)
+    assert {r.uri: r.weight for r in endpoint.config.routes} == {
+        "models:/retail-ctr@champion": 100.0}
+    revisions = _json(cli, home, "endpoints", "history", "retail")
+    assert len(revisions) >= 4  # champion, then each canary step
+    # the endpoint's traffic, its answers and labels, is in the prediction log
+    log = tidal.serving.join_feedback("retail", workspace=ws)
+    assert set(log["model_version"]) == {1, 2}
+    assert log["label"].notna().all()
+
+
+def test_the_html_drift_report_is_written(demo_run):
+    home, out = demo_run
+    report = home / "reports" / "retail-drift.html"
+    assert str(report) in out
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "generated data" in page and "device" in page
+
+
+def test_the_workspace_is_explorable_with_every_command(cli: Invoke, demo_run):
+    home, out = demo_run
+    for command in (["runs", "list"], ["runs", "list", "-e", "retail-demo"],
+                    ["experiments", "list"], ["datasets", "list"],
+                    ["datasets", "show", "retail-clicks"],
+                    ["models", "list"], ["models", "versions", "retail-ctr"],
+                    ["models", "show", "retail-ctr@champion"],
+                    ["endpoints", "list"], ["endpoints", "history", "retail"],
+                    ["loop", "list"], ["loop", "show", "retail-loop"],
+                    ["loop", "history", "retail"]):
+        result = cli("-w", str(home), *command)
+        assert result.exit_code == 0, (command, result.output)
+    # the summary prints the commands to try, with the workspace it ran in
+    assert f"tidal -w {home} loop history retail" in out
+    assert f"tidal -w {home} models show retail-ctr@champion" in out
+
+
+def test_the_server_is_stopped(demo_run):
+    assert not [t for t in threading.enumerate() if t.name == "tidal-demo-server"]
+
+
+def test_a_second_demo_in_the_same_workspace_is_refused(cli: Invoke, demo_run):
+    home, _ = demo_run
+    result = cli("demo", "--quick", "-w", str(home))
+    assert result.exit_code == 2
+    assert "already holds a run of the demo" in result.stderr
+    assert "tidal demo -w NEW_FOLDER" in result.stderr
 
 
 def test_demo_without_scikit_learn(cli: Invoke, ws_dir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -151,16 +187,43 @@ def test_demo_without_scikit_learn(cli: Invoke, ws_dir: Path, monkeypatch: pytes
     assert not ws_dir.exists()  # nothing was started
 
 
-def test_demo_registers_the_winner_as_a_validated_champion(cli: Invoke, demo_run):
-    home, printed = demo_run
-    assert "Registered: models:/breast-cancer/1 (validated, @champion)" in printed
-    ws = tidal.workspace(home)
-    champion = tidal.models.get_version("models:/breast-cancer@champion", workspace=ws)
-    winner = tidal.get_run(champion.run_id, workspace=ws)
-    assert winner.tags["model_family"] in MODELS and champion.stage == "validated"
-    assert [d.uri for d in champion.datasets()] == ["datasets:/breast_cancer_train/1"]
-    assert all(g["passed"] for g in champion.gate_results())
-    assert champion.signature.inputs.shape == (-1, 30)
-    result = cli("-w", str(home), "models", "list", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["aliases"] == {"champion": 1}
+def test_the_example_policy_applies_and_matches_the_demo(ws_dir: Path):
+    from tidal.cli.demo import FULL, policy_dict
+    from tidal.loop import apply_policy, get_policy, read_policy_file
+
+    ws = tidal.workspace(ws_dir)
+    path = ROOT / "examples" / "retail" / "policy.toml"
+    policy = apply_policy(path, workspace=ws)
+    assert get_policy("retail-loop", workspace=ws) == policy == read_policy_file(path)
+    ours = policy_dict(FULL)
+    assert (policy.name, policy.endpoint, policy.model) == (
+        ours["name"], ours["endpoint"], ours["model"])
+    assert policy.training.pipeline == ours["training"]["pipeline"]
+    assert [t.kind for t in policy.triggers] == [t["kind"] for t in ours["triggers"]]
+    assert list(policy.rollout.steps) == ours["rollout"]["steps"]
+    assert policy.gate.guards == ours["gate"]["guards"]
+
+
+def test_the_replay_sends_traffic_and_feedback_to_a_server(ws_dir: Path, capsys):
+    """``python -m tidal.examples.retail.replay``, as the example's README runs it by hand."""
+    from tidal.cli.demo_traffic import LocalServer
+    from tidal.examples.retail.pipeline import fit_model
+    from tidal.examples.retail.replay import main
+    from tidal.examples.retail.stream import FEATURES, LABEL, generate
+
+    ws = tidal.workspace(ws_dir)
+    day = generate(hours=2, rows_per_hour=200, drift_hour=None, seed=3)
+    version = tidal.models.register("retail-ctr", fit_model(day, LABEL, "logistic"),
+                                    run=False, input_example=day[FEATURES].head(5),
+                                    workspace=ws)
+    tidal.models.set_alias("retail-ctr", "champion", version.version, workspace=ws)
+    tidal.serving.deploy("retail", {"models:/retail-ctr@champion": 100}, workspace=ws)
+    with LocalServer(ws, "retail") as server:
+        code = main(["--url", server.url, "--hours", "2", "--rows-per-hour", "40",
+                     "--rows-per-request", "4", "--drift-hour", "1", "--pause", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "synthetic data" in printed and "hour 1 (changed behaviour)" in printed
+    log = tidal.serving.join_feedback("retail", workspace=ws)
+    assert 15 <= log["request_id"].nunique() <= 25  # about 80 rows, 4 a request
+    assert log["label"].notna().all()

@@ -1,21 +1,35 @@
-"""``tidal demo``: a real, tracked comparison of three classifiers, in seconds.
+"""``tidal demo``: the closed loop end to end on one machine, in a few minutes.
 
-Trains a scaled logistic regression, a random forest and a histogram gradient boosting
-model on scikit-learn's bundled breast-cancer dataset (no download), each in its own run of
-the "demo" experiment, all nested under one "demo-comparison" run. Each run gets the model's
-hyperparameters, the dataset's name and sizes, test-set metrics, timing, learning curves
-where the model has them, and artifacts: a classification report (JSON), the confusion
-matrix and feature importances (CSV). The training split is a dataset version every run
-reads, and the winner is registered as a model version with its signature, passes its gates,
-and becomes the model's champion, so the registry can be explored too.
+A *generated* retail click stream (``tidal.examples.retail``; no real data) goes through every
+stage of Tidal, on the workspace's embedded stores:
+
+1. the stream's first day becomes a versioned dataset, checked by expectations;
+2. two candidates (gradient boosting, logistic regression) are trained and tracked as runs
+   under one parent and compared; the better one is registered with its signature, passes its
+   gates and becomes the champion;
+3. an endpoint serves the champion on 127.0.0.1, from a server in this process, and a loop
+   policy watches it;
+4. the next hours of the stream are sent to the endpoint over HTTP, hour by hour, and the
+   clicks come back as feedback;
+5. at a known hour the shoppers' behaviour changes, and the loop's drift trigger fires;
+6. the loop retrains a challenger on the endpoint's own labelled traffic, gates it against the
+   champion, rolls it out as a canary judged on live traffic at each step, and promotes it;
+7. a summary: accuracy before and after the change for both champions, the loop's decisions,
+   an HTML drift report and the commands that explore what the demo left in the workspace.
+
+``--quick`` replays a shorter, thinner stream (for CI); every stage still happens.
 """
 
 from __future__ import annotations
 
-import io
+import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,190 +38,455 @@ from tidal.cli import render
 from tidal.cli.context import ArtifactsOption, WorkspaceOption, open_workspace, state_of
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from rich.console import Console
 
     from tidal.data.versions import DatasetVersion
+    from tidal.examples.retail.replay import Traffic
+    from tidal.loop.records import Decision
     from tidal.store.workspace import Workspace
-    from tidal.tracking.run import ActiveRun
 
-EXPERIMENT = "demo"
-PARENT_NAME = "demo-comparison"
-DATASET = "breast_cancer"
-TEST_SIZE = 0.25
-MODEL_NAME = "breast-cancer"
+EXPERIMENT = "retail-demo"
+PARENT_NAME = "retail-candidates"
+DATASET = "retail-clicks"
+MODEL_NAME = "retail-ctr"
+ENDPOINT = "retail"
+POLICY = "retail-loop"
+PIPELINE = "tidal.examples.retail.pipeline:retrain"
+KINDS = ("boosting", "logistic")
+STAGES = 7
+
+#: What the demo needs beyond Tidal's own dependencies: (module, package) pairs.
+_NEEDS = (("sklearn", "scikit-learn"), ("skops", "skops"), ("scipy", "scipy"),
+          ("uvicorn", "uvicorn"), ("starlette", "starlette"), ("orjson", "orjson"),
+          ("httpx", "httpx"), ("prometheus_client", "prometheus-client"))
 
 #: The comparison's columns: (metric, 'max' or 'min', heading, format).
-SUMMARY = (
+COMPARED = (
     ("accuracy", "max", "accuracy", "{:.4f}"),
-    ("f1", "max", "f1", "{:.4f}"),
     ("roc_auc", "max", "roc_auc", "{:.4f}"),
+    ("f1", "max", "f1", "{:.4f}"),
     ("log_loss", "min", "log_loss", "{:.4f}"),
-    ("fit_seconds", "min", "fit s", "{:.3f}"),
+    ("fit_seconds", "min", "fit s", "{:.2f}"),
     ("predict_ms_per_row", "min", "predict\nms/row", "{:.4f}"),
 )
 
 
-@dataclass
-class Data:
-    x_train: np.ndarray
-    x_test: np.ndarray
-    y_train: np.ndarray
-    y_test: np.ndarray
-    feature_names: list[str]
-    target_names: list[str]
+@dataclass(frozen=True)
+class Plan:
+    """The shape of a demo: the stream's first ``history_hours`` train the first champion;
+    then at most ``live_hours`` are sent to the endpoint, the shoppers changing behaviour
+    after ``drift_after`` of them; ``rows_per_request`` impressions go in one request; the
+    replay stops ``hours_after_promotion`` hours after the loop promotes a challenger."""
 
-    def train_frame(self) -> pd.DataFrame:
-        """The training split as a table: the features by name, and the target."""
-        import pandas as pd
-
-        frame = pd.DataFrame(self.x_train, columns=self.feature_names)
-        frame["target"] = self.y_train
-        return frame
+    history_hours: int
+    live_hours: int
+    drift_after: int
+    rows_per_hour: int
+    rows_per_request: int
+    hours_after_promotion: int
 
     @property
-    def sizes(self) -> dict[str, int]:
-        return {"n_train": len(self.y_train), "n_test": len(self.y_test),
-                "n_features": self.x_train.shape[1]}
+    def drift_hour(self) -> int:
+        return self.history_hours + self.drift_after
+
+    @property
+    def requests_per_hour(self) -> int:
+        return math.ceil(self.rows_per_hour / self.rows_per_request)
+
+    @property
+    def test_hours(self) -> int:
+        """The last hours of the history, kept out of the candidates' training to test them."""
+        return max(2, self.history_hours // 6)
 
 
-@dataclass
-class ModelSpec:
-    name: str
-    build: Callable[[], Any]
-    #: Hyperparameters worth logging, read back with get_params() from the fitted estimator.
-    important: tuple[str, ...]
-    curves: Callable[[Any, Data], dict[str, list[float]]] | None = None
-    importances: Callable[[Any, Data], str] | None = None
-    importances_file: str = "feature_importances.csv"
+FULL = Plan(history_hours=24, live_hours=24, drift_after=6, rows_per_hour=1600,
+            rows_per_request=8, hours_after_promotion=3)
+QUICK = Plan(history_hours=12, live_hours=14, drift_after=2, rows_per_hour=1000,
+             rows_per_request=10, hours_after_promotion=1)
 
 
-@dataclass
-class Result:
-    name: str
-    run_id: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    model: Any = None
+def policy_dict(plan: Plan, kind: str = "boosting") -> dict[str, Any]:
+    """The demo's loop policy: windows count requests (the replay compresses an hour of the
+    stream into seconds of wall time), so each trigger and the training set see the latest
+    hour of traffic. An hour holds at least 1,000 rows, where drift is judged by distances
+    rather than p-values, which on 9 columns would flag some column by chance every few
+    hours."""
+    hour = plan.requests_per_hour
+    half = plan.rows_per_hour // 2
+    return {
+        "name": POLICY, "endpoint": ENDPOINT, "model": MODEL_NAME,
+        "training": {"pipeline": PIPELINE, "label": "clicked", "mode": "sliding",
+                     "window": hour, "holdout": 0.25, "min_rows": half,
+                     "params": {"kind": kind}},
+        "triggers": [
+            {"kind": "drift", "window": hour, "threshold": 0.4, "min_rows": half},
+            {"kind": "performance", "metric": "accuracy", "threshold": 0.7, "window": hour,
+             "min_rows": half}],
+        "gate": {"metric": "accuracy", "min_delta": 0.02, "guards": {"roc_auc": 0.02}},
+        "rollout": {"steps": [10, 50, 100], "min_duration": "1ms", "max_duration": "10m",
+                    "min_requests": 5, "max_error_rate": 0.01, "metric": "accuracy",
+                    "tolerance": 0.05, "min_labelled": 20},
+        "cooldown": "30m", "interval": "2s"}
 
+
+# -- output -----------------------------------------------------------------------------------
+
+class Show:
+    """The demo's timeline on the console: numbered stage headings, then one line per event,
+    each with the seconds since the start, printed as it happens."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.started = time.perf_counter()
+        self.stage_number = 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stage(self, title: str) -> None:
+        from rich.text import Text
+
+        self.stage_number += 1
+        self.out.print()
+        self.out.rule(Text.assemble((f"{self.stage_number}/{STAGES}  ", "bold cyan"),
+                                    (title, "bold")), align="left", style="dim")
+
+    def line(self, *parts: Any) -> None:
+        """``parts`` are plain strings or (text, style) pairs; nothing is read as markup."""
+        from rich.text import Text
+
+        self.out.print(Text.assemble((f"{self.elapsed:6.1f}s  ", "dim"), *parts),
+                       soft_wrap=False)
+
+    def decision(self, decision: Decision) -> None:
+        from rich.text import Text
+
+        from tidal.cli.loop import decision_row
+
+        _, kind, outcome, model, summary = decision_row(decision)
+        self.line(("loop ", "dim"), (kind, "bold"), " ", Text.from_markup(outcome),
+                  ("  " + model if model != render.MISSING else "", "cyan"), "  ", summary)
+
+
+# -- the command ------------------------------------------------------------------------------
 
 def demo(
     ctx: typer.Context,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A shorter, thinner stream (for CI); every stage still happens.")
+    ] = False,
     seed: Annotated[int, typer.Option(
-        "--seed", help="Random seed of the train/test split and of the models.")] = 42,
+        "--seed", help="Seed of the generated stream and of the models.")] = 7,
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
-    """Train three classifiers on a bundled dataset, track every run, and compare them."""
+    """Run the closed loop end to end on a generated retail click stream: a validated
+    dataset, two tracked candidates, a champion served on 127.0.0.1, live traffic with
+    feedback, drift, retraining, a canary rollout and promotion."""
+    import importlib.util
+
+    from tidal.errors import missing_dependency
+
+    for module, package in _NEEDS:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ValueError:  # a module set to None in sys.modules
+            found = False
+        if not found:
+            raise missing_dependency(package, "demo", "tidal demo")
+
+    plan = QUICK if quick else FULL
+    ws = open_workspace(ctx, workspace, artifacts)
+    prefix = state_of(ctx).command_prefix()
+    _refuse_a_used_workspace(ws, prefix)
+    show = Show(render.console())
+    with _one_openmp_thread():
+        outcome = Scenario(ws, plan, seed, show).run()
+    _summary(show, ws, plan, outcome, prefix)
+
+
+def _refuse_a_used_workspace(ws: Workspace, prefix: str) -> None:
+    """The demo's loop keeps state (its cooldown, its phase) in the workspace, so a second
+    demo in the same workspace would not show a fresh loop."""
+    from tidal.errors import ConfigError
+    from tidal.loop.records import list_policies
+
+    if any(p.name == POLICY for p in list_policies(workspace=ws)):
+        raise ConfigError(
+            f"the workspace {ws.location} already holds a run of the demo (loop policy "
+            f"{POLICY}); explore it with '{prefix} loop history {ENDPOINT}', or run the demo "
+            f"again in a new workspace: tidal demo -w NEW_FOLDER", field="workspace")
+
+
+@contextmanager
+def _one_openmp_thread() -> Iterator[None]:
+    """Fit and predict on one OpenMP thread: scikit-learn's gradient boosting spins its
+    threads while waiting, which on a small machine shared with the demo's own server makes
+    a one-second fit take ten. The variable is read when OpenMP loads; threadpoolctl covers a
+    process where it is already loaded (the demo's tests)."""
+    set_here = "OMP_NUM_THREADS" not in os.environ
+    if set_here:
+        os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        from tidal.errors import missing_dependency
+        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: F401 (loads it)
+        from threadpoolctl import threadpool_limits
 
-        raise missing_dependency("scikit-learn", "demo", "tidal demo") from None
-    from rich.text import Text
+        with threadpool_limits(limits=1, user_api="openmp"):
+            yield
+    finally:
+        if set_here:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
+
+# -- the scenario -----------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    kind: str
+    run_id: str
+    metrics: dict[str, float]
+    model: Any
+
+
+@dataclass
+class LiveHour:
+    hour: int  # since the stream's start
+    changed: bool  # after the change of behaviour
+    traffic: Traffic
+
+
+@dataclass
+class Outcome:
+    """What the scenario did, for the summary."""
+
+    stream: Any
+    hours: Any  # each row's hour since the stream's start
+    history: Any
+    dataset: DatasetVersion
+    first: Candidate
+    first_version: int
+    live: list[LiveHour] = field(default_factory=list)
+    changed_at: datetime | None = None  # wall time the first changed hour was sent
+    retrained_after: int | None = None  # the hour after which the loop retrained
+    promoted_after: int | None = None  # the hour after which it promoted
+
+
+class Scenario:
+    def __init__(self, ws: Workspace, plan: Plan, seed: int, show: Show) -> None:
+        self.ws, self.plan, self.seed, self.show = ws, plan, seed, show
+
+    def run(self) -> Outcome:
+        stream, hours, history, dataset = self._data()
+        first, version = self._candidates(history, hours, dataset)
+        outcome = Outcome(stream, hours, history, dataset, first, version)
+        self._live(outcome)
+        return outcome
+
+    # -- 1. data ---------------------------------------------------------------------------------
+
+    def _data(self) -> tuple[Any, Any, Any, DatasetVersion]:
+        import tidal
+        from tidal.examples.retail.replay import hour_of
+        from tidal.examples.retail.stream import START, generate
+
+        plan, show = self.plan, self.show
+        show.stage("Data: a generated click stream, versioned and validated")
+        total = plan.history_hours + plan.live_hours
+        with show.out.status("Generating the stream…"):
+            stream = generate(hours=total, rows_per_hour=plan.rows_per_hour,
+                              drift_hour=plan.drift_hour, seed=self.seed)
+        hours = hour_of(stream)
+        change = START + timedelta(hours=plan.drift_hour)
+        show.line("Generated ", (f"{len(stream):,}", "bold"), " impressions of a retail shop "
+                  f"over {total} hours ({plan.rows_per_hour}/hour, seed {self.seed}): ",
+                  ("synthetic data, not real shoppers", "bold yellow"), ".")
+        show.line(f"The shoppers' behaviour changes at hour {plan.drift_hour} "
+                  f"({change:%a %H:%M}); the model will not be told.")
+        history = stream[hours < plan.history_hours].reset_index(drop=True)
+        with show.out.status("Registering and validating the first day…"):
+            dataset = tidal.datasets.register(
+                DATASET, history, workspace=self.ws,
+                description=f"the first {plan.history_hours} hours of the demo's generated "
+                            "(synthetic) retail click stream")
+            report = dataset.validate(_expectations(), raise_on_failure=True)
+        show.line("Dataset ", (dataset.uri, "cyan"), f": the first {plan.history_hours} hours, "
+                  f"{dataset.num_rows:,} rows, click rate {history['clicked'].mean():.1%}; "
+                  "validation: ", (f"{len(report.results)}/{len(report.results)} "
+                                   "expectations passed", "green"))
+        return stream, hours, history, dataset
+
+    # -- 2. candidates ---------------------------------------------------------------------------
+
+    def _candidates(self, history: Any, hours: Any,
+                    dataset: DatasetVersion) -> tuple[Candidate, int]:
+        import tidal
+
+        plan, show = self.plan, self.show
+        show.stage("Candidates: two models, tracked, compared, the better one made champion")
+        cut = plan.history_hours - plan.test_hours
+        in_history = hours[:len(history)]
+        train = history[in_history < cut].reset_index(drop=True)
+        test = history[in_history >= cut].reset_index(drop=True)
+        show.line(f"Training on hours 0-{cut - 1} ({len(train):,} rows), testing on hours "
+                  f"{cut}-{plan.history_hours - 1} ({len(test):,} rows): a split by time, as "
+                  "in production.")
+        candidates = []
+        with tidal.start_run(EXPERIMENT, name=PARENT_NAME, workspace=self.ws, params={
+                "dataset": dataset.uri, "data": "generated", "seed": self.seed,
+                "train_rows": len(train), "test_rows": len(test),
+                "models": ",".join(KINDS)}, tags={"purpose": "demo"}) as parent:
+            for number, kind in enumerate(KINDS, start=1):
+                with show.out.status(f"Training {kind} ({number} of {len(KINDS)})…"):
+                    candidate = _train(kind, train, test, parent, dataset, self.seed)
+                candidates.append(candidate)
+                show.line(("✓ ", "green"), f"{kind:<9} accuracy "
+                          f"{candidate.metrics['accuracy']:.4f}  roc_auc "
+                          f"{candidate.metrics['roc_auc']:.4f}  fit "
+                          f"{candidate.metrics['fit_seconds']:.2f}s  run ",
+                          (candidate.run_id[:8], "dim"))
+            winner = max(candidates, key=lambda c: (c.metrics["accuracy"],
+                                                    c.metrics["roc_auc"]))
+            parent.set_tags({"winner": winner.kind, "winner_run_id": winner.run_id})
+            parent.log_metrics({f"winner/{k}": winner.metrics[k]
+                                for k in ("accuracy", "roc_auc", "f1", "log_loss")})
+        _print_comparison(show.out, candidates, winner, len(test))
+        with show.out.status("Registering the winner and running its gates…"):
+            version, passed = _register(winner, test, self.ws)
+        show.line("Registered ", (f"models:/{MODEL_NAME}/{version}", "cyan"),
+                  f" with its signature: {passed}")
+        return winner, version
+
+    # -- 3 to 6. serving, traffic, drift and the loop -------------------------------------------
+
+    def _live(self, outcome: Outcome) -> None:
+        import tidal
+        from tidal.cli.demo_traffic import LocalServer
+        from tidal.loop.controller import Controller
+        from tidal.loop.records import apply_policy
+        from tidal.models.stages import transition
+
+        plan, show, ws = self.plan, self.show, self.ws
+        show.stage("Serving: the champion behind an endpoint, watched by a loop policy")
+        tidal.serving.deploy(ENDPOINT, {f"models:/{MODEL_NAME}@champion": 100}, workspace=ws)
+        transition(f"models:/{MODEL_NAME}/{outcome.first_version}", "deployed",
+                   reason=f"serves endpoint {ENDPOINT}", workspace=ws)
+        policy = apply_policy(policy_dict(plan, outcome.first.kind), workspace=ws)
+        server = LocalServer(ws, ENDPOINT)
+        with show.out.status("Starting the server on 127.0.0.1…"):
+            server.start()
+        try:
+            show.line("Endpoint ", (ENDPOINT, "bold"), f" → models:/{MODEL_NAME}@champion "
+                      "(100%), served at ", (f"{server.url}/predict/{ENDPOINT}", "cyan"),
+                      " by a server in this process (127.0.0.1 only)")
+            show.line("Loop policy ", (POLICY, "bold"), ": drift (≥40% of input columns) or "
+                      "accuracy below 0.7 over the latest hour → retrain "
+                      f"{outcome.first.kind} on that hour's labelled traffic → gate (+0.02 "
+                      "accuracy on the newest quarter) → canary 10% → 50% → 100%, each step "
+                      "judged on live traffic")
+            show.stage("Live traffic: the stream replayed over HTTP, clicks sent back as "
+                       "feedback")
+            show.line(f"Each hour: {plan.rows_per_hour} impressions in "
+                      f"{plan.requests_per_hour} requests of {plan.rows_per_request}, then "
+                      "their clicks as feedback; then the loop controller ticks.")
+            controller = Controller(policy.name, workspace=ws,
+                                    on_decision=lambda d: self._on_decision(d, outcome))
+            try:
+                self._replay(outcome, server, controller)
+            finally:
+                controller.close()
+        finally:
+            with show.out.status("Stopping the server…"):
+                server.stop()
+            show.line(f"Server on {server.url} stopped.")
+
+    def _on_decision(self, decision: Decision, outcome: Outcome) -> None:
+        if decision.kind == "retrain" and self.show.stage_number < 6:
+            self.show.stage("The loop: retrain, gate, canary, promote")
+        self.show.decision(decision)
+
+    def _replay(self, outcome: Outcome, server: Any, controller: Any) -> None:
+        from tidal.examples.retail.stream import START
+
+        plan, show = self.plan, self.show
+        stream, hours = outcome.stream, outcome.hours
+        served = server.served_versions()
+        for hour in range(plan.history_hours, plan.history_hours + plan.live_hours):
+            changed = hour >= plan.drift_hour
+            if changed and outcome.changed_at is None:
+                show.stage("The change: shoppers behave differently (as generated)")
+                show.line(f"From hour {hour} more shoppers come on mobile, prices and "
+                          "discounts rise, the list position matters less and tastes move "
+                          "between categories.")
+                outcome.changed_at = datetime.now(UTC)
+            with show.out.status(f"Sending hour {hour}…"):
+                traffic = server.replay(stream[hours == hour], plan.rows_per_request)
+            outcome.live.append(LiveHour(hour, changed, traffic))
+            moment = START + timedelta(hours=hour)
+            show.line(f"hour {hour} ({moment:%a %H:%M}) ", ("▲ " if changed else "", "yellow"),
+                      f"{traffic.requests} requests · accuracy ",
+                      (f"{traffic.accuracy:.3f}", "bold"), " · ", _shares(traffic),
+                      (f" · {traffic.failed} failed" if traffic.failed else "", "red"))
+            with show.out.status("The loop controller is ticking…"):
+                decisions = controller.tick()
+            for decision in decisions:
+                if decision.kind == "retrain" and decision.outcome == "trained":
+                    outcome.retrained_after = hour
+                if decision.kind == "promote" and decision.outcome == "done":
+                    outcome.promoted_after = hour
+            wanted = _routed_versions(self.ws)
+            if wanted != served:
+                with show.out.status("Waiting for the server to follow the new routes…"):
+                    server.follow(wanted)
+                served = wanted
+            if outcome.promoted_after is not None and \
+                    hour - outcome.promoted_after >= plan.hours_after_promotion:
+                break
+            if any((d.kind, d.outcome) in _SETTLED for d in decisions):
+                break  # the loop settled without a new champion; the summary says so
+
+
+#: Decisions after which this demo's loop will not change the champion any more.
+_SETTLED = {("gate", "rejected"), ("rollback", "done"), ("retrain", "skipped"),
+            ("retrain", "failed"), ("trigger", "cooldown")}
+
+
+def _routed_versions(ws: Workspace) -> set[int]:
+    """The versions the endpoint's routes point at in the registry now."""
     import tidal
 
-    ws = open_workspace(ctx, workspace, artifacts)
-    out = render.console()
-    with out.status("Loading the breast-cancer dataset…"):
-        data = _load(seed)
-    total = len(data.y_train) + len(data.y_test)
-    out.print(Text.assemble(("Tidal demo", "bold"),
-                            ": three scikit-learn classifiers, each in a tracked run"))
-    out.print(f"Data: {DATASET}, {total} rows × {data.x_train.shape[1]} features; "
-              f"{len(data.y_train)} train / {len(data.y_test)} test (seed {seed})", markup=False)
+    endpoint = tidal.serving.get_endpoint(ENDPOINT, workspace=ws)
+    return {tidal.models.get_version(r.uri, workspace=ws).version
+            for r in endpoint.config.routes}
 
-    specs = _specs(seed)
-    results: list[Result] = []
-    training = tidal.datasets.register(f"{DATASET}_train", data.train_frame(), workspace=ws,
-                                       description="the demo's training split")
-    with tidal.start_run(EXPERIMENT, name=PARENT_NAME, workspace=ws, params={
-            "dataset": DATASET, "test_size": TEST_SIZE, "seed": seed, **data.sizes,
-            "models": ",".join(spec.name for spec in specs)},
-            tags={"purpose": "demo"}) as parent:
-        for number, spec in enumerate(specs, start=1):
-            with out.status(f"Training {spec.name} ({number} of {len(specs)})…"):
-                result = _train(spec, data, parent, seed, training)
-            results.append(result)
-            out.print(f"  [green]✓[/] {spec.name:<23} roc_auc "
-                      f"{result.metrics['roc_auc']:.4f}  fit "
-                      f"{result.metrics['fit_seconds']:.2f}s  run [dim]{result.run_id[:8]}[/]")
-        winner = max(results, key=lambda r: (r.metrics["roc_auc"], -r.metrics["log_loss"]))
-        parent.set_tags({"winner": winner.name, "winner_run_id": winner.run_id})
-        parent.log_metrics({f"winner/{key}": winner.metrics[key] for key in
-                            ("accuracy", "f1", "roc_auc", "log_loss")})
-        parent.log_text(_comparison_csv(results), "comparison.csv")
 
-    _print_summary(out, results, winner, parent.id, len(data.y_test))
-    with out.status("Registering the winner and running its gates…"):
-        registered = _register(winner, data, ws)
-    out.print(Text.assemble(("Registered: ", "bold"), registered), soft_wrap=True)
-    out.print()
-    out.print(Text.assemble(("Workspace: ", "bold"), ws.location), soft_wrap=True)
-    prefix = state_of(ctx).command_prefix()
-    ids = " ".join(r.run_id for r in results)
-    out.print("Explore the runs and the registry:", style="bold")
-    for command in (f"{prefix} runs list -e {EXPERIMENT} -o 'metrics.roc_auc DESC'",
-                    f"{prefix} runs show {winner.run_id}",
-                    f"{prefix} runs compare {ids}",
-                    f"{prefix} runs show {parent.id}",
-                    f"{prefix} models show {MODEL_NAME}@champion",
-                    f"{prefix} models card {MODEL_NAME}/latest"):
-        out.print(f"  {command}", markup=False, soft_wrap=True)
+def _shares(traffic: Traffic) -> str:
+    from tidal.examples.retail.replay import shares
+
+    return shares(traffic) if len(traffic.by_version) > 1 else \
+        " · ".join(f"v{v} 100%" for v in traffic.by_version)
 
 
 # -- data and models --------------------------------------------------------------------------
 
-def _load(seed: int) -> Data:
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_breast_cancer()
-    x_train, x_test, y_train, y_test = train_test_split(
-        bunch.data, bunch.target, test_size=TEST_SIZE, random_state=seed, stratify=bunch.target)
-    return Data(x_train, x_test, y_train, y_test, [str(n) for n in bunch.feature_names],
-                [str(n) for n in bunch.target_names])
-
-
-def _specs(seed: int) -> list[ModelSpec]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _expectations() -> list[Any]:
+    from tidal.data.validation import expect
+    from tidal.examples.retail.stream import CATEGORIES, DEVICES, FEATURES, LABEL, SEGMENTS
 
     return [
-        ModelSpec(
-            "logistic-regression",
-            lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)),
-            ("C", "l1_ratio", "solver", "max_iter", "tol", "class_weight"),
-            importances=_coefficients, importances_file="coefficients.csv"),
-        ModelSpec(
-            "random-forest",
-            lambda: RandomForestClassifier(n_estimators=200, min_samples_leaf=1,
-                                           random_state=seed),
-            ("n_estimators", "max_depth", "max_features", "min_samples_leaf", "criterion",
-             "bootstrap"),
-            curves=_forest_curves, importances=_forest_importances),
-        ModelSpec(
-            "hist-gradient-boosting",
-            lambda: HistGradientBoostingClassifier(
-                learning_rate=0.1, max_iter=300, early_stopping=True, validation_fraction=0.15,
-                n_iter_no_change=15, random_state=seed),
-            ("learning_rate", "max_iter", "max_leaf_nodes", "min_samples_leaf",
-             "l2_regularization", "early_stopping", "validation_fraction", "n_iter_no_change"),
-            curves=_boosting_curves),
+        expect.row_count(min=1),
+        *[expect.not_null(column) for column in (*FEATURES, LABEL)],
+        expect.in_set("segment", SEGMENTS), expect.in_set("category", CATEGORIES),
+        expect.in_set("device", DEVICES), expect.in_set(LABEL, (0, 1)),
+        expect.between("price", min=0.01), expect.between("discount", 0.0, 0.9),
+        expect.between("position", 1, 10), expect.between("hour", 0, 23),
+        expect.between("user_ctr", 0.0, 1.0), expect.between("popularity", 0.0, 1.0),
     ]
 
 
-def _estimator(model: Any) -> Any:
-    """The classifier itself: the last step of a pipeline, else the model."""
-    return model.steps[-1][1] if hasattr(model, "steps") else model
-
-
-def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int,
-           training: DatasetVersion) -> Result:
+def _train(kind: str, train: pd.DataFrame, test: pd.DataFrame, parent: Any,
+           dataset: DatasetVersion, seed: int) -> Candidate:
     import numpy as np
     from sklearn.metrics import (
         accuracy_score,
@@ -219,178 +498,253 @@ def _train(spec: ModelSpec, data: Data, parent: ActiveRun, seed: int,
     )
 
     import tidal
+    from tidal.examples.retail.pipeline import make_model
+    from tidal.examples.retail.stream import FEATURES, LABEL
 
-    model = spec.build()
-    estimator = _estimator(model)
-    hyper = estimator.get_params(deep=False)
-    params: dict[str, Any] = {"model": type(estimator).__name__, "dataset": DATASET,
-                              "seed": seed, **data.sizes}
-    if estimator is not model:
-        params["preprocessing"] = "+".join(type(step).__name__ for _, step in model.steps[:-1])
-    params.update({key: "None" if hyper[key] is None else hyper[key]
-                   for key in spec.important if key in hyper})
-
-    with tidal.start_run(name=spec.name, parent=parent, workspace=parent.workspace,
-                         params=params, tags={"model_family": spec.name}) as run:
-        run.log_input(training)
+    model = make_model(kind, seed=seed)
+    classifier = model.steps[-1][1]
+    hyper = classifier.get_params(deep=False)
+    important = ("learning_rate", "max_iter", "max_leaf_nodes", "l2_regularization", "C")
+    params: dict[str, Any] = {"kind": kind, "model": type(classifier).__name__,
+                              "features": len(FEATURES), "train_rows": len(train),
+                              "test_rows": len(test), "seed": seed, "data": "generated"}
+    params.update({key: hyper[key] for key in important if key in hyper})
+    with tidal.start_run(name=kind, parent=parent, workspace=parent.workspace, params=params,
+                         tags={"model_family": kind}) as run:
+        run.log_input(dataset)
         started = time.perf_counter()
-        model.fit(data.x_train, data.y_train)
+        model.fit(train[FEATURES], train[LABEL])
         fit_seconds = time.perf_counter() - started
-
-        predict_seconds = float("inf")
-        for _ in range(3):  # best of three: the first call pays for warming caches
-            started = time.perf_counter()
-            proba = model.predict_proba(data.x_test)
-            predict_seconds = min(predict_seconds, time.perf_counter() - started)
+        started = time.perf_counter()
+        proba = model.predict_proba(test[FEATURES])
+        predict_seconds = time.perf_counter() - started
+        truth = test[LABEL].to_numpy()
         predicted = model.classes_[np.argmax(proba, axis=1)]
-
-        metrics = {
-            "accuracy": accuracy_score(data.y_test, predicted),
-            "f1": f1_score(data.y_test, predicted),
-            "roc_auc": roc_auc_score(data.y_test, proba[:, 1]),
-            "log_loss": log_loss(data.y_test, proba),
+        metrics = {key: float(value) for key, value in {
+            "accuracy": accuracy_score(truth, predicted),
+            "roc_auc": roc_auc_score(truth, proba[:, 1]),
+            "f1": f1_score(truth, predicted),
+            "log_loss": log_loss(truth, proba),
             "fit_seconds": fit_seconds,
-            "predict_ms_per_row": predict_seconds * 1000 / len(data.y_test),
-        }
-        metrics = {key: float(value) for key, value in metrics.items()}
+            "predict_ms_per_row": predict_seconds * 1000 / len(test),
+        }.items()}
         run.log_metrics(metrics)
-
-        for key, values in (spec.curves(model, data) if spec.curves else {}).items():
-            for step, value in enumerate(values, start=1):
-                run.log_metric(key, float(value), step=step)
-
-        run.log_dict(classification_report(data.y_test, predicted,
-                                           target_names=data.target_names, output_dict=True),
+        run.log_dict(classification_report(truth, predicted, output_dict=True),
                      "classification_report.json")
-        run.log_text(_confusion_csv(confusion_matrix(data.y_test, predicted),
-                                    data.target_names), "confusion_matrix.csv")
-        if spec.importances is not None:
-            run.log_text(spec.importances(model, data), spec.importances_file)
-    return Result(spec.name, run.id, metrics, model)
+        matrix = confusion_matrix(truth, predicted)
+        run.log_text("actual \\ predicted,0,1\n" + "".join(
+            f"{label},{row[0]},{row[1]}\n" for label, row in zip((0, 1), matrix, strict=True)),
+            "confusion_matrix.csv")
+    return Candidate(kind, run.id, metrics, model)
 
 
-def _register(winner: Result, data: Data, ws: Workspace) -> str:
-    """Register the winner, run its gates and, when they pass, make it the champion; returns
-    a line saying what happened."""
+def _register(winner: Candidate, test: pd.DataFrame, ws: Workspace) -> tuple[int, str]:
+    """Register the winner, gate it and make it the champion; its version and what passed."""
     import tidal
-    from tidal.models import latency_budget, metric_threshold, size_limit, validate
+    from tidal.examples.retail.stream import FEATURES, LABEL
+    from tidal.models import (
+        better_than_champion,
+        latency_budget,
+        metric_threshold,
+        size_limit,
+        validate,
+    )
+    from tidal.models.stages import transition
 
     version = tidal.models.register(
-        MODEL_NAME, winner.model, run=winner.run_id, input_example=data.x_test[:5],
-        description=f"{winner.name}, the demo comparison's best roc_auc", workspace=ws)
+        MODEL_NAME, winner.model, run=winner.run_id, input_example=test[FEATURES].head(5),
+        description=f"{winner.kind}, the better of the demo's two candidates", workspace=ws)
     tidal.models.update_model(MODEL_NAME, workspace=ws, purpose=(
-        "Demonstration only: tells malignant from benign tumours in scikit-learn's "
-        "breast-cancer dataset; not for clinical use"))
-    report = validate(version.uri, [metric_threshold("roc_auc", minimum=0.9),
-                                    latency_budget(100.0, repeats=50),
-                                    size_limit(100_000_000)], workspace=ws)
+        "Demonstration only: predicts whether a shopper clicks a product in the demo's "
+        "generated (synthetic) retail stream"))
+    holdout = test[[*FEATURES, LABEL]]
+    report = validate(version.uri, [
+        metric_threshold("accuracy", minimum=0.8), metric_threshold("roc_auc", minimum=0.85),
+        better_than_champion("accuracy", holdout, label=LABEL),
+        latency_budget(200.0, repeats=50), size_limit(50_000_000)], workspace=ws)
     if not report.passed:
+        from tidal.errors import TidalError
+
         failed = "; ".join(r.reasons[0] for r in report.failed)
-        return f"{version.uri} (gates failed: {failed})"
+        raise TidalError(f"{version.uri} failed its gates, so the demo cannot go on: {failed}")
+    transition(version.uri, "approved", reason="the better candidate; passed its gates",
+               workspace=ws)
     tidal.models.set_alias(MODEL_NAME, "champion", version.version, workspace=ws,
-                           reason=f"passed its gates; best roc_auc of run {winner.run_id[:8]}")
-    return f"{version.uri} ({report.version.stage}, @champion): {len(report.results)} gates passed"
+                           reason=f"the demo's better candidate (run {winner.run_id[:8]})")
+    return version.version, (f"{len(report.results)} gates passed (accuracy, roc_auc, "
+                             "latency, size) → validated → approved → @champion")
 
 
-# -- learning curves and importances -----------------------------------------------------------
-
-def _binary_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Log loss of P(class 1) for each row of ``p`` (stages x rows), vectorised."""
-    import numpy as np
-
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=-1)
-
-
-def _forest_curves(model: Any, data: Data) -> dict[str, list[float]]:
-    """Test accuracy and log loss of the forest's first k trees, for k = 1..n_estimators."""
-    import numpy as np
-
-    x_test = data.x_test.astype(np.float32)  # what the trees were fitted on
-    votes = np.stack([tree.predict_proba(x_test)[:, 1] for tree in model.estimators_])
-    stages = np.cumsum(votes, axis=0) / np.arange(1, len(votes) + 1)[:, None]
-    accuracy = ((stages > 0.5).astype(int) == data.y_test).mean(axis=1)
-    return {"curve/test_accuracy": accuracy.tolist(),
-            "curve/test_log_loss": _binary_log_loss(data.y_test, stages).tolist()}
-
-
-def _boosting_curves(model: Any, data: Data) -> dict[str, list[float]]:
-    """Training and validation loss per boosting iteration (recorded by early stopping), and
-    the test log loss of each stage."""
-    import numpy as np
-
-    stages = np.stack([p[:, 1] for p in model.staged_predict_proba(data.x_test)])
-    curves = {"curve/test_log_loss": _binary_log_loss(data.y_test, stages).tolist(),
-              "curve/test_accuracy": ((stages > 0.5).astype(int) == data.y_test)
-              .mean(axis=1).tolist()}
-    if getattr(model, "do_early_stopping_", False) and model.scoring == "loss":
-        # scores are negated losses; the first entry is before the first iteration
-        curves["curve/train_loss"] = (-model.train_score_[1:]).tolist()
-        curves["curve/validation_loss"] = (-model.validation_score_[1:]).tolist()
-    return curves
-
-
-def _importance_csv(rows: list[tuple[str, float]], heading: str) -> str:
-    rows = sorted(rows, key=lambda row: abs(row[1]), reverse=True)
-    return f"feature,{heading}\n" + "".join(f"{name},{value:.6g}\n" for name, value in rows)
-
-
-def _forest_importances(model: Any, data: Data) -> str:
-    return _importance_csv(list(zip(data.feature_names, model.feature_importances_, strict=True)),
-                           "importance")
-
-
-def _coefficients(model: Any, data: Data) -> str:
-    """The logistic regression's coefficients on standardised features, largest first."""
-    coefficients = _estimator(model).coef_[0]
-    return _importance_csv(list(zip(data.feature_names, coefficients, strict=True)), "coefficient")
-
-
-def _confusion_csv(matrix: np.ndarray, labels: list[str]) -> str:
-    buffer = io.StringIO()
-    buffer.write("actual \\ predicted," + ",".join(labels) + "\n")
-    for label, row in zip(labels, matrix, strict=True):
-        buffer.write(label + "," + ",".join(str(int(v)) for v in row) + "\n")
-    return buffer.getvalue()
-
-
-def _comparison_csv(results: list[Result]) -> str:
-    keys = [key for key, *_ in SUMMARY]
-    lines = ["model,run_id," + ",".join(keys)]
-    lines += [f"{r.name},{r.run_id}," + ",".join(f"{r.metrics[k]:.6g}" for k in keys)
-              for r in results]
-    return "\n".join(lines) + "\n"
-
-
-# -- output -----------------------------------------------------------------------------------
-
-def _print_summary(out: Console, results: list[Result], winner: Result, parent_id: str,
-                   n_test: int) -> None:
+def _print_comparison(out: Console, candidates: list[Candidate], winner: Candidate,
+                      n_test: int) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"Model comparison (test set, {n_test} rows)", title_justify="left",
-                  caption="best value per column in green, ★ the winner (highest roc_auc)",
+    table = Table(title=f"Model comparison (test hours, {n_test:,} rows)", title_justify="left",
+                  caption="best value per column in green; ★ the winner (highest accuracy)",
                   caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False,
                   collapse_padding=True)
     table.add_column("model", style="bold", no_wrap=True)
-    for _, _, heading, _ in SUMMARY:
+    for _, _, heading, _ in COMPARED:
         table.add_column(heading, justify="right")
     best = {}
-    for key, goal, _, _ in SUMMARY:
-        values = [r.metrics[key] for r in results]
+    for key, goal, _, _ in COMPARED:
+        values = [c.metrics[key] for c in candidates]
         best[key] = min(values) if goal == "min" else max(values)
-    for r in results:
-        table.add_row(("★ " if r is winner else "  ") + r.name, *[
-            Text(fmt.format(r.metrics[key]),
-                 style="bold green" if r.metrics[key] == best[key] else "")
-            for key, _, _, fmt in SUMMARY])
+    for c in candidates:
+        table.add_row(("★ " if c is winner else "  ") + c.kind, *[
+            Text(fmt.format(c.metrics[key]),
+                 style="bold green" if c.metrics[key] == best[key] else "")
+            for key, _, _, fmt in COMPARED])
     out.print()
     out.print(table)
-    out.print(Text.assemble(
-        ("Winner: ", "bold"), (winner.name, "bold green"),
-        f" (roc_auc {winner.metrics['roc_auc']:.4f}, log_loss "
-        f"{winner.metrics['log_loss']:.4f})"))
-    out.print(Text.assemble("Runs: ", (winner.run_id, "dim"), " (winner), ",
-                            (parent_id, "dim"), " (parent)"), soft_wrap=True)
+    out.print(Text.assemble(("Winner: ", "bold"), (winner.kind, "bold green"),
+                            f" (accuracy {winner.metrics['accuracy']:.4f}, run "
+                            f"{winner.run_id})"), soft_wrap=True)
+
+
+# -- 7. summary -------------------------------------------------------------------------------
+
+def _summary(show: Show, ws: Workspace, plan: Plan, outcome: Outcome, prefix: str) -> None:
+    from rich.text import Text
+
+    import tidal
+    from tidal.cli.loop import timeline
+    from tidal.loop.records import history
+
+    out = show.out
+    show.stage("Summary")
+    champion = tidal.models.get_version(f"models:/{MODEL_NAME}@champion", workspace=ws)
+    promoted = champion.version != outcome.first_version
+    if promoted:
+        show.line("The loop replaced the champion by itself: ",
+                  (f"models:/{MODEL_NAME}/{outcome.first_version}", "cyan"), " → ",
+                  (champion.uri, "bold cyan"), f" ({champion.stage}), now serving 100% of "
+                  f"endpoint {ENDPOINT}.")
+    else:
+        show.line(("The loop did not replace the champion in this run; its decisions below "
+                   "say why.", "yellow"))
+    with out.status("Scoring both champions on the generated stream…"):
+        table = _accuracy_table(ws, plan, outcome, champion if promoted else None)
+    out.print()
+    out.print(table)
+    served = _served_accuracy(outcome)
+    if served:
+        out.print(Text("Accuracy of the answers the endpoint served: " + served + ".",
+                       style="dim"), soft_wrap=False)
+
+    out.print()
+    decisions = history(ENDPOINT, workspace=ws)
+    out.print(timeline(decisions, caption=f"the loop's decisions ({prefix} loop history "
+                                          f"{ENDPOINT})"))
+    report = _drift_report(ws, outcome)
+    out.print()
+    if report is not None:
+        out.print(Text.assemble(("Drift report: ", "bold"), str(report),
+                                " (the first day against the traffic after the change; open "
+                                "it in a browser)"), soft_wrap=True)
+    out.print(Text.assemble(("Workspace: ", "bold"), ws.location), soft_wrap=True)
+    out.print(Text.assemble(("Data: ", "bold"), "generated by tidal.examples.retail.stream; "
+                            "synthetic, not real shoppers"), soft_wrap=True)
+    out.print("Explore what the demo left behind:", style="bold")
+    for command in (f"{prefix} runs list -e {EXPERIMENT}",
+                    f"{prefix} datasets list",
+                    f"{prefix} models versions {MODEL_NAME}",
+                    f"{prefix} models show {MODEL_NAME}@champion",
+                    f"{prefix} endpoints history {ENDPOINT}",
+                    f"{prefix} loop history {ENDPOINT}",
+                    f"{prefix} loop show {POLICY}"):
+        out.print(f"  {command}", markup=False, soft_wrap=True)
+    out.print("Run the loop by hand (tidal serve, tidal loop run, a replay of the stream): "
+              "examples/retail/README.md", markup=False, soft_wrap=True)
+    minutes, seconds = divmod(int(round(show.elapsed)), 60)
+    out.print(Text.assemble(("Done in ", "bold"), (f"{minutes}m {seconds:02d}s", "bold"),
+                            f" ({'quick' if plan is QUICK else 'full'} demo)."))
+
+
+def _accuracy_table(ws: Workspace, plan: Plan, outcome: Outcome, new: Any) -> Any:
+    """Both champions scored on the generated stream: the live hours before the change, and
+    the hours after the loop's retraining (which no model was trained on)."""
+    import numpy as np
+    from rich.text import Text
+
+    import tidal
+    from tidal.examples.retail.stream import FEATURES, LABEL
+
+    stream, hours = outcome.stream, outcome.hours
+    end = plan.history_hours + plan.live_hours
+    before = stream[(hours >= plan.history_hours) & (hours < plan.drift_hour)]
+    first_after = (outcome.retrained_after + 1) if outcome.retrained_after is not None \
+        else plan.drift_hour
+    after = stream[(hours >= first_after) & (hours < end)]
+    new_data = [d.uri for d in new.datasets()] if new is not None else []
+    table = render.listing(
+        caption=f"before: hours {plan.history_hours}-{plan.drift_hour - 1} ({len(before):,} "
+                f"rows); after: hours {first_after}-{end - 1} ({len(after):,} rows), which "
+                "no model was trained on" + (f"; v{new.version} learned from {new_data[0]}"
+                                              if new_data else ""))
+    table.title = "Accuracy on the generated stream, before and after the change"
+    table.title_justify = "left"
+    for name, justify in (("model", "left"), ("", "left"), ("trained on", "left"),
+                          ("before", "right"), ("after", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def accuracy(model: Any, frame: Any) -> str:
+        if not len(frame):
+            return render.MISSING
+        return f"{float(np.mean(model.predict(frame[FEATURES]) == frame[LABEL])):.3f}"
+
+    old = outcome.first.model
+    table.add_row(f"v{outcome.first_version} {outcome.first.kind}", "first champion",
+                  f"hours 0-{plan.history_hours - plan.test_hours - 1}",
+                  accuracy(old, before), accuracy(old, after))
+    if new is not None:
+        loaded = tidal.models.load(new.uri, workspace=ws)
+        table.add_row(Text(f"v{new.version} {outcome.first.kind}", style="bold"),
+                      Text("champion now", style="bold"),
+                      f"hour {outcome.retrained_after}, live traffic",
+                      accuracy(loaded, before), Text(accuracy(loaded, after), style="bold"))
+    return table
+
+
+def _served_accuracy(outcome: Outcome) -> str:
+    from tidal.examples.retail.replay import Traffic
+
+    periods: list[tuple[str, Traffic]] = []
+    spans = (("before the change", lambda h: not h.changed),
+             ("after it, until the loop promoted", lambda h: h.changed and (
+                 outcome.promoted_after is None or h.hour <= outcome.promoted_after)),
+             ("after the promotion", lambda h: outcome.promoted_after is not None
+              and h.hour > outcome.promoted_after))
+    for label, wanted in spans:
+        total = Traffic()
+        for hour in outcome.live:
+            if wanted(hour):
+                total.add(hour.traffic)
+        if total.answered:
+            periods.append((label, total))
+    return "; ".join(f"{label} {traffic.accuracy:.3f} ({traffic.answered:,} rows)"
+                     for label, traffic in periods)
+
+
+def _drift_report(ws: Workspace, outcome: Outcome) -> Path | None:
+    """An HTML drift report: the first champion's training day against the inputs the
+    server logged after the change."""
+    from tidal.examples.retail.stream import FEATURES
+    from tidal.monitoring.drift import drift
+    from tidal.monitoring.html_report import write_drift_html
+    from tidal.monitoring.log_window import read_window
+
+    if outcome.changed_at is None:
+        return None
+    current = read_window(ENDPOINT, start=outcome.changed_at, workspace=ws).inputs
+    if current.empty:
+        return None
+    reference = outcome.history[FEATURES]
+    current = current[[c for c in FEATURES if c in current.columns]]
+    report = drift(reference, current)
+    return write_drift_html(
+        Path(ws.settings.home) / "reports" / "retail-drift.html", report, reference, current,
+        title=f"Retail demo: {outcome.dataset.uri} against the traffic after the change "
+              "(generated data)")

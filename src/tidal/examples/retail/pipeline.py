@@ -9,7 +9,10 @@ import tidal
 from tidal.examples.retail.stream import FEATURES
 
 CATEGORICAL = ["segment", "category", "device"]
-NUMERIC = [c for c in FEATURES if c not in CATEGORICAL]
+#: The hour of the day is one-hot encoded too: a model fitted on a few hours of traffic (as the
+#: loop's retraining window is) must not extrapolate a trend to hours it never saw.
+HOURLY = ["hour"]
+NUMERIC = [c for c in FEATURES if c not in CATEGORICAL and c not in HOURLY]
 
 
 def make_model(kind: str = "boosting", seed: int = 0) -> Any:
@@ -21,7 +24,8 @@ def make_model(kind: str = "boosting", seed: int = 0) -> Any:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     encode = ColumnTransformer([
-        ("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+         CATEGORICAL + HOURLY),
         ("numbers", StandardScaler(), NUMERIC)])
     if kind == "logistic":
         classifier: Any = LogisticRegression(max_iter=500)
