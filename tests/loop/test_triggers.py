@@ -88,3 +88,32 @@ def test_drift_fires_against_a_shifted_reference_and_not_against_the_same_data(w
     moved = _evaluate(workspace, {**trigger, "reference": "datasets:/shifted/1"})
     assert moved.fired and set(moved.details["drifted_columns"]) == {"x1", "x2"}
     assert "67% of 3 input columns drifted" in moved.summary
+
+
+def test_a_controller_shows_what_it_measured_on_prometheus_gauges(workspace):
+    import httpx
+    import pandas as pd
+
+    import tidal
+    from tidal.loop import Controller, apply_policy
+    from tidal.monitoring import MonitoringGauges
+
+    same = pd.DataFrame({"x1": [0.1 * i for i in range(40)], "x2": [0.0] * 40,
+                         "device": ["ios"] * 40})
+    tidal.datasets.register("shifted", same.assign(x1=same["x1"] + 10, x2=1.0))
+    apply_policy(policy_dict(triggers=[{"kind": "drift", "window": 100, "min_rows": 20,
+                                        "reference": "datasets:/shifted/1"}]))
+    _log(workspace, [(1, 1)] * 30 + [(0, 1)] * 10)
+    gauges = MonitoringGauges()
+    port = gauges.serve(0)
+    controller = Controller("clicks-loop", gauges=gauges)
+    try:
+        controller.tick()
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        controller.close()
+        gauges.close()
+    assert 'tidal_drift_share{endpoint="clicks"} 0.6666' in text
+    assert 'tidal_column_drifted{column="x1",endpoint="clicks"} 1.0' in text
+    assert 'tidal_model_metric{endpoint="clicks",metric="accuracy",' \
+           'route="models:/clicks@champion",version="1"} 0.75' in text

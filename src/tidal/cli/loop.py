@@ -173,6 +173,9 @@ def run(
                                      "over if this one dies.")] = 30.0,
     ticks: Annotated[int | None, typer.Option("--ticks", min=1,
                                               help="Stop after N ticks.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="Serve drift and performance gauges for Prometheus on 127.0.0.1:PORT.")] = None,
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
@@ -191,8 +194,15 @@ def run(
         out.print(f"{time_text}  [bold]{kind}[/] {outcome}  {model}  {summary}",
                   highlight=False)
 
+    gauges = None
+    if metrics_port is not None:
+        from tidal.monitoring.gauges import MonitoringGauges
+
+        gauges = MonitoringGauges()
+        port = gauges.serve(metrics_port)
+        out.print(f"gauges at http://127.0.0.1:{port}/metrics")
     controller = Controller(policy, workspace=ws, lease_ttl=lease_ttl,
-                            on_decision=show_decision)
+                            on_decision=show_decision, gauges=gauges)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -208,4 +218,6 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if gauges is not None:
+            gauges.close()
     out.print("loop controller stopped")

@@ -58,13 +58,15 @@ class Controller:
 
     def __init__(self, name: str, *, workspace: Workspace | None = None,
                  clock: Clock | None = None, lease_ttl: float = 30.0,
-                 on_decision: Callable[[Decision], None] | None = None) -> None:
+                 on_decision: Callable[[Decision], None] | None = None,
+                 gauges: Any = None) -> None:
         self.workspace = workspace or current_workspace()
         self.policy = get_policy(name, workspace=self.workspace)
         self.clock = clock or _utc_now
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.holder = holder_name()
         self.on_decision = on_decision
+        self.gauges = gauges  # a MonitoringGauges that shows what each tick measured
         self._evaluator = TriggerEvaluator(self.policy, self.workspace)
         self._took_over: str | None = None  # a dead controller whose lease this one took
 
@@ -170,6 +172,7 @@ class Controller:
 
         policy = self.policy
         results = self._evaluator.evaluate(now, state.data, state.last_retrain_at)
+        self._show(results, now)
         requests = pending_requests(policy.name, int(state.data.get("last_request", 0)),
                                     workspace=self.workspace)
         if requests:
@@ -365,6 +368,24 @@ class Controller:
         self._save(state, recorded, done)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _show(self, results: list[TriggerResult], now: datetime) -> None:
+        """Put the drift a trigger measured, and the last hour's service and model figures
+        per route and version, on the gauges."""
+        if self.gauges is None:
+            return
+        from datetime import timedelta
+
+        from tidal.monitoring.performance import performance
+
+        endpoint = self.policy.endpoint
+        for result in results:
+            if result.report is not None:
+                self.gauges.set_drift(endpoint, result.report)
+        figures = performance(endpoint, end=now, last=timedelta(hours=1),
+                              workspace=self.workspace)
+        if len(figures):
+            self.gauges.set_performance(endpoint, figures)
 
     def _reconcile(self, state: LoopState) -> None:
         """Deploy the routes the stored state calls for, if the endpoint has others."""

@@ -21,6 +21,8 @@ class TriggerResult:
     fired: bool
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
+    #: The drift report a drift trigger decided on (for gauges; not stored).
+    report: Any = field(default=None, compare=False, repr=False)
 
 
 def window_args(window: timedelta | int, now: datetime) -> dict[str, Any]:
@@ -88,7 +90,7 @@ class TriggerEvaluator:
             "drifted_columns": report.drifted_columns, "rows": len(current),
             "reference": source,
             "columns": {c.column: {"test": c.test, "statistic": c.statistic, "psi": c.psi,
-                                   "drifted": c.drifted} for c in top}})
+                                   "drifted": c.drifted} for c in top}}, report)
 
     def _reference_frame(self, trigger: Trigger) -> tuple[str, Any]:
         """The frame drift compares traffic with: ``reference`` when the trigger names one,
