@@ -124,8 +124,7 @@ def history(
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
-    """The timeline of an endpoint's loop: triggers, retrainings, gates, rollout steps,
-    promotions and rollbacks, each with why."""
+    """The timeline of an endpoint's loop decisions, each with why."""
     from tidal.loop.records import history as read_history
 
     ws = open_workspace(ctx, workspace, artifacts)
@@ -149,8 +148,7 @@ def tick(
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
-    """Run one evaluation of a policy and exit (for cron); refused while a controller runs
-    it."""
+    """Run one evaluation of a policy and exit (for cron)."""
     from tidal.loop.controller import tick as run_tick
 
     ws = open_workspace(ctx, workspace, artifacts)
@@ -179,8 +177,7 @@ def run(
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
-    """Run a policy's controller until SIGTERM or Ctrl-C, printing each decision; only one
-    controller per policy runs at a time."""
+    """Run a policy's controller until SIGTERM or Ctrl-C (one per policy at a time)."""
     import signal
     import threading
 
