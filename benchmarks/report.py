@@ -165,6 +165,19 @@ def finish(table: Any, head: str, *, quick: bool, write: bool, name: str, title:
     sys.exit(1 if table.failed else 0)
 
 
+def source_state() -> str:
+    """The commit measured, and any source files that differed from it; take it before the
+    run, so that it names the files measured."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=REPO)
+        return done.stdout if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = git("status", "--porcelain", "--", "src").splitlines()  # "XY path" per line
+    changed = ", ".join(line[3:] for line in dirty if len(line) > 3)
+    return f"commit {commit}" + (f", with uncommitted changes to {changed}" if changed else "")
+
+
 def say(message: str) -> None:
     """Progress on stderr, so that stdout holds only the figures."""
     print(message, file=sys.stderr, flush=True)
@@ -181,12 +194,20 @@ class ResultTable:
     def __init__(self) -> None:
         self.rows: list[tuple[str, ...]] = []
         self.failed: list[str] = []
+        self.failed_checks: list[str] = []  # correctness checks, which quick runs enforce too
 
-    def row(self, figure: str, *cells: str, passed: bool | None = None) -> None:
+    def row(self, figure: str, *cells: str, passed: bool | None = None,
+            check: bool = False) -> None:
         verdict = "" if passed is None else "PASS" if passed else "FAIL"
         if passed is False:
             self.failed.append(figure)
+            if check:
+                self.failed_checks.append(figure)
         self.rows.append((figure, *cells, verdict))
+
+    def enforce_checks_only(self) -> None:
+        """For a quick run: its sizes are not the targets', so only the checks can fail it."""
+        self.failed = list(self.failed_checks)
 
     def render(self) -> str:
         rows = [self.HEADER, *self.rows]
@@ -199,6 +220,17 @@ class ResultTable:
 
         rule = "  ".join("-" * width for width in widths)
         return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
+class ComparisonTable(ResultTable):
+    """Tidal's figure against another tool's, their ratio and the target."""
+
+    HEADER = ("Figure", "Tidal", "Compared with", "Ratio", "Target", "Result")
+    RIGHT = frozenset({1, 2, 3})
+
+    def add(self, figure: str, tidal: str = "", other: str = "", ratio: str = "",
+            target: str = "", passed: bool | None = None, check: bool = False) -> None:
+        self.row(figure, tidal, other, ratio, target, passed=passed, check=check)
 
 
 def write_results(name: str, text: str) -> None:

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +41,7 @@ from report import (  # noqa: E402
     load_average,
     parse_full_run,
     run_bench,
+    source_state,
 )
 
 # Targets of the feature-store issue.
@@ -164,16 +164,11 @@ class Table(ResultTable):
     HEADER = ("Figure", "Floor", "Tidal", "Feast", "Ratio", "Target", "Result")
     RIGHT = frozenset({1, 2, 3, 4})
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.checks: list[str] = []  # failed correctness checks (these count in quick runs too)
-
     def add(self, figure: str, floor: str = "", tidal: str = "", feast: str = "",
             ratio_value: float = math.nan, target: str = "", passed: bool | None = None,
             check: bool = False) -> None:
-        if passed is False and check:
-            self.checks.append(figure)
-        self.row(figure, floor, tidal, feast, fmt_ratio(ratio_value), target, passed=passed)
+        self.row(figure, floor, tidal, feast, fmt_ratio(ratio_value), target, passed=passed,
+                 check=check)
 
 
 def offline_rows(table: Table, key: str, data: dict[str, Any], quick: bool) -> None:
@@ -267,7 +262,7 @@ def build_table(raw: dict[str, Any], quick: bool) -> Table:
         offline_rows(table, key, data, quick)
     online_rows(table, raw, quick)
     if quick:
-        table.failed = list(table.checks)
+        table.enforce_checks_only()
     return table
 
 
@@ -289,18 +284,6 @@ def header(raw: dict[str, Any], quick: bool) -> str:
 
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
-
-def source_state() -> str:
-    """The commit measured, and any source files that differed from it."""
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", *argv], capture_output=True, text=True, cwd=REPO)
-        return done.stdout if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    dirty = git("status", "--porcelain", "--", "src").splitlines()  # "XY path" per line
-    changed = ", ".join(line[3:] for line in dirty if len(line) > 3)
-    return f"commit {commit}" + (f", with uncommitted changes to {changed}" if changed else "")
-
 
 def main() -> None:
     args = parse_args()

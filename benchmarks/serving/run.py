@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 import workload as w
 from report import (
-    ResultTable,
+    ComparisonTable,
     add_result_options,
     check_anchor_python,
     fail,
@@ -668,21 +668,6 @@ def run_soak(tools: Tools, work: Path, body: Path, rate: float,
 
 # -- the table ----------------------------------------------------------------------------------
 
-class Table(ResultTable):
-    HEADER = ("Figure", "Tidal", "Compared with", "Ratio", "Target", "Result")
-    RIGHT = frozenset({1, 2, 3})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.checks: set[str] = set()
-
-    def add(self, figure: str, tidal: str = "", other: str = "", ratio: str = "",
-            target: str = "", passed: bool | None = None, check: bool = False) -> None:
-        if check:
-            self.checks.add(figure)
-        self.row(figure, tidal, other, ratio, target, passed=passed)
-
-
 def rps(value: float) -> str:
     return f"{value:,.0f}/s"
 
@@ -718,8 +703,8 @@ def median_of(results: list[dict[str, Any]], key: str, field_: str = "requests_p
 NOT_YET = "not yet available"
 
 
-def build_table(raw: dict[str, Any], quick: bool) -> Table:
-    table = Table()
+def build_table(raw: dict[str, Any], quick: bool) -> ComparisonTable:
+    table = ComparisonTable()
     measured = raw["tidal"] == "measured"
     wanted = "tidal" in raw["selected"]
     found = raw["prepare"]
@@ -895,7 +880,7 @@ def build_table(raw: dict[str, Any], quick: bool) -> Table:
         table.add("(d) soak at half of Tidal's peak: errors and memory growth", NOT_YET,
                   target=f"0, < +{SOAK_RSS_GROWTH:.0%}", passed=False)
     if quick:
-        table.failed = [f for f in table.failed if f in table.checks]
+        table.enforce_checks_only()
     return table
 
 

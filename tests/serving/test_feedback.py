@@ -94,6 +94,23 @@ def test_reads_filter_by_time_and_an_endpoint_without_data_is_empty(tmp_path):
     assert len(read_feedback("ctr", start=since)) == 2
 
 
+def test_labels_imported_later_carry_the_moment_they_became_known(tmp_path):
+    ws = tidal.workspace(tmp_path / "ws")
+    known = datetime(2024, 3, 1, 17, 30, tzinfo=UTC)
+    record_feedback("ctr", [{"request_id": "a", "label": 1}], at=known)
+    record_feedback("ctr", [{"request_id": "b", "label": 0}], at=datetime(2024, 3, 2, 9))
+    stored = read_feedback("ctr")
+    assert list(stored["timestamp"]) == [pd.Timestamp(known),
+                                         pd.Timestamp("2024-03-02T09:00", tz="UTC")]
+    assert ws.artifacts.list_files("feedback/ctr/date=2024-03-01/hour=17")
+    assert list(read_feedback("ctr", end=datetime(2024, 3, 2, tzinfo=UTC))["request_id"]) == ["a"]
+
+    with pytest.raises(InvalidValueError, match="at must be a datetime .* got str") as error:
+        record_feedback("ctr", [{"request_id": "c", "label": 1}], at="2024-03-01")
+    assert error.value.field == "at"
+    assert len(read_feedback("ctr")) == 2
+
+
 def test_an_empty_list_records_nothing(tmp_path):
     ws = tidal.workspace(tmp_path / "ws")
     assert record_feedback("ctr", []) == 0

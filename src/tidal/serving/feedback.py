@@ -22,6 +22,7 @@ from tidal.ids import check_name, now_ms
 from tidal.serving.prediction_log import (
     TIMESTAMP,
     dumps,
+    epoch_ms,
     loads,
     partition,
     read_partitions,
@@ -78,12 +79,14 @@ def _check_item(position: int, item: Any) -> tuple[str, str]:
     return request_id, label
 
 
-def record_feedback(endpoint: str, items: list[dict], *,
+def record_feedback(endpoint: str, items: list[dict], *, at: datetime | None = None,
                     workspace: Workspace | None = None) -> int:
     """Store labels for earlier predictions of an endpoint; returns how many.
 
-    ``items``: ``[{"request_id": ..., "label": ...}, ...]``, at most 10,000. Everything is
-    checked before anything is written, and the file is durable when this returns.
+    ``items``: ``[{"request_id": ..., "label": ...}, ...]``, at most 10,000. ``at``: when the
+    labels became known, for labels imported after the fact (a backfill, a replay); default
+    now. Windows of labelled traffic count a label from that moment. Everything is checked
+    before anything is written, and the file is durable when this returns.
     """
     check_name(endpoint, what="endpoint", field="endpoint")
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):
@@ -92,16 +95,16 @@ def record_feedback(endpoint: str, items: list[dict], *,
     if len(items) > MAX_ITEMS:
         raise InvalidValueError(f"{len(items)} feedback items in one call; the limit is "
                                 f"{MAX_ITEMS}, send them in several calls", field="items")
+    stamp = now_ms() if at is None else epoch_ms(at, "at")
     rows = [_check_item(position, item) for position, item in enumerate(items)]
     if not rows:
         return 0
-    now = now_ms()
     table = pa.table({"request_id": [request_id for request_id, _ in rows],
                       "label": [label for _, label in rows],
-                      "timestamp": [now] * len(rows)}, schema=SCHEMA)
-    folder = partition(FEEDBACK_FOLDER, endpoint, now // 3_600_000)
+                      "timestamp": [stamp] * len(rows)}, schema=SCHEMA)
+    folder = partition(FEEDBACK_FOLDER, endpoint, stamp // 3_600_000)
     write_parquet(_workspace(workspace).artifacts,
-                  f"{folder}/{now}-{secrets.token_hex(8)}.parquet", table)
+                  f"{folder}/{stamp}-{secrets.token_hex(8)}.parquet", table)
     return len(rows)
 
 

@@ -117,7 +117,8 @@ def write_parquet(store: ArtifactStore, path: str, table: pa.Table) -> None:
     store.write_file(path, sink.getvalue())
 
 
-def _ms(moment: datetime | None, name: str) -> int | None:
+def epoch_ms(moment: datetime | None, name: str) -> int | None:
+    """Milliseconds since the epoch of a datetime argument called ``name`` (naive: UTC)."""
     if moment is None:
         return None
     if not isinstance(moment, datetime):
@@ -161,7 +162,7 @@ def read_partitions(store: ArtifactStore, folder: str, endpoint: str, schema: pa
     """Rows of every file of an endpoint's partitions with start <= timestamp < end, sorted by
     timestamp (stably: rows of one file keep their order)."""
     check_name(endpoint, what="endpoint", field="endpoint")
-    start_ms, end_ms = _ms(start, "start"), _ms(end, "end")
+    start_ms, end_ms = epoch_ms(start, "start"), epoch_ms(end, "end")
     with ThreadPoolExecutor(_READERS) as pool:
         paths = []
         for path in _list(store, folder, endpoint, start_ms, end_ms, pool):
