@@ -22,9 +22,7 @@ test, statistic and verdict per column, and the drifted-column count.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import platform
 import sys
 import time
 from pathlib import Path
@@ -68,21 +66,14 @@ def columns_of(snapshot: Any) -> tuple[dict[str, Any], float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="folder with the two Parquet files")
-    parser.add_argument("--round", type=int, default=0, help="rotates the order (default 0)")
-    args = parser.parse_args()
+    reference, current, round_ = w.bench_arguments(__doc__.splitlines()[0])
 
     import evidently
-    import numpy as np
-    import pandas as pd
-    import scipy
 
-    reference, current = w.read(Path(args.data))
     w.progress("evidently", f"warming up on {w.WARMUP_ROWS:,} rows...")
     for options in CONFIGURATIONS.values():
         run_preset(options, reference.head(w.WARMUP_ROWS), current.head(w.WARMUP_ROWS))
-    order = w.rotate(list(CONFIGURATIONS), args.round)
+    order = w.rotate(list(CONFIGURATIONS), round_)
     results = {}
     for name in order:
         gc.collect()
@@ -91,9 +82,7 @@ def main() -> None:
         columns, count = columns_of(snapshot)
         results[name] = {"seconds": seconds, "columns": columns, "drifted_count": count}
         del snapshot
-    w.emit({"versions": {"evidently": evidently.__version__,
-                         "python": platform.python_version(), "numpy": np.__version__,
-                         "pandas": pd.__version__, "scipy": scipy.__version__},
+    w.emit({"versions": {"evidently": evidently.__version__, **w.library_versions()},
             "rows": [len(reference), len(current)], "order": order, "results": results,
             "peak_rss_mb": w.peak_rss_mb()})
 

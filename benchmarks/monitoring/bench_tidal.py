@@ -19,8 +19,6 @@ per-column statistics and verdicts for each contestant.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -85,35 +83,25 @@ def kstwo_seconds(columns: dict[str, Any], n1: int, n2: int) -> dict[str, float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="folder with the two Parquet files")
-    parser.add_argument("--round", type=int, default=0, help="rotates the order (default 0)")
-    args = parser.parse_args()
-
-    import numpy as np
-    import pandas as pd
-    import scipy
+    reference, current, round_ = w.bench_arguments(__doc__.splitlines()[0])
 
     import tidal
 
-    reference, current = w.read(Path(args.data))
     runs = {"tidal-ks": tidal_drift("ks"), "tidal-wasserstein": tidal_drift("wasserstein"),
             "scipy-ks": scipy_loop("ks"), "scipy-wasserstein": scipy_loop("wasserstein")}
     w.progress("tidal", f"warming up on {w.WARMUP_ROWS:,} rows...")
     for run in runs.values():
         run(reference.head(w.WARMUP_ROWS), current.head(w.WARMUP_ROWS))
     results = {}
-    for name in w.rotate(CONTESTANTS, args.round):
+    for name in w.rotate(CONTESTANTS, round_):
         w.progress("tidal", f"{name} on {len(reference):,} + {len(current):,} rows...")
         start = time.perf_counter()
         columns = runs[name](reference, current)
         results[name] = {"seconds": time.perf_counter() - start, "columns": columns}
     w.emit({"kstwo_sf_s": kstwo_seconds(results["scipy-ks"]["columns"], len(reference),
                                         len(current)),
-            "versions": {"tidal": tidal.__version__, "python": platform.python_version(),
-                         "numpy": np.__version__, "pandas": pd.__version__,
-                         "scipy": scipy.__version__},
-            "rows": [len(reference), len(current)], "order": w.rotate(CONTESTANTS, args.round),
+            "versions": {"tidal": tidal.__version__, **w.library_versions()},
+            "rows": [len(reference), len(current)], "order": w.rotate(CONTESTANTS, round_),
             "results": results, "peak_rss_mb": w.peak_rss_mb()})
 
 

@@ -7,6 +7,7 @@ pandas and pyarrow are used; both environments have them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import sys
@@ -98,6 +99,27 @@ def read(folder: Path) -> tuple[Any, Any]:
 
     return (pd.read_parquet(folder / "reference.parquet"),
             pd.read_parquet(folder / "current.parquet"))
+
+
+def bench_arguments(description: str) -> tuple[Any, Any, int]:
+    """What a bench script is run with: the two samples, read, and the round number."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", required=True, help="folder with the two Parquet files")
+    parser.add_argument("--round", type=int, default=0, help="rotates the order (default 0)")
+    args = parser.parse_args()
+    return (*read(Path(args.data)), args.round)
+
+
+def library_versions() -> dict[str, str]:
+    """Python's, numpy's, pandas' and scipy's versions in this interpreter."""
+    import platform
+
+    import numpy as np
+    import pandas as pd
+    import scipy
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "pandas": pd.__version__, "scipy": scipy.__version__}
 
 
 def rotate(items: list[str], index: int) -> list[str]:

@@ -66,7 +66,8 @@ def test_opening_twice_is_a_no_op(workspace):
 def test_a_schema_from_a_newer_tidal_is_refused(workspace, backend):
     workspace.db.write(lambda conn: conn.execute(
         text("UPDATE alembic_version SET version_num = '9999_future'")))
-    with pytest.raises(SchemaVersionError, match="revision '9999_future', written by a newer Tidal.*pip install -U"):
+    with pytest.raises(SchemaVersionError,
+                       match="revision '9999_future', written by a newer Tidal.*pip install -U"):
         Workspace(workspace.settings)
 
 

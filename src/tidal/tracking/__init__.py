@@ -1,1 +1,2 @@
-"""Experiment tracking: experiments, runs, params, metrics, tags, artifacts, system metrics and cost."""
+"""Experiment tracking: experiments, runs, params, metrics, tags, artifacts, system metrics and
+cost."""

@@ -25,7 +25,8 @@ class GitState:
 
 @functools.lru_cache(maxsize=16)
 def git_state(directory: str) -> GitState:
-    """The commit checked out in ``directory`` and whether the tree has changes; None outside git."""
+    """The commit checked out in ``directory`` and whether the tree has changes; None outside
+    git."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=directory, capture_output=True,
