@@ -107,6 +107,36 @@ def test_a_time_range_reads_only_that_range(workspace):
         "req-000099"]
 
 
+def test_a_range_of_months_reads_only_the_days_it_touches(workspace):
+    """Past a month, the reader picks day folders rather than hours: the rows it returns are
+    the same, and stray folders beside the days are ignored."""
+    day = 24 * HOUR_MS
+    log = PredictionLog(workspace, worker="w1")
+    for i in range(120):  # one answer every 1.5 days over six months, at varying hours
+        log.log(record(i, timestamp_ms=BASE + i * 36 * HOUR_MS))
+    log.close()
+    workspace.artifacts.write_file("prediction-log/ctr/date=bogus/hour=00/x.parquet", b"x")
+    workspace.artifacts.write_file("prediction-log/ctr/notes/readme.txt", b"x")
+
+    def ids(**kwargs) -> list[str]:
+        return list(read_prediction_log("ctr", workspace=workspace, **kwargs)["request_id"])
+
+    def expected(start: int | None, end: int | None) -> list[str]:
+        return [f"req-{i:06d}" for i in range(120)
+                if (start is None or BASE + i * 36 * HOUR_MS >= start)
+                and (end is None or BASE + i * 36 * HOUR_MS < end)]
+
+    def at(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+    start, end = BASE + 10 * day + 5 * HOUR_MS, BASE + 100 * day + 7 * HOUR_MS
+    assert ids(start=at(start), end=at(end)) == expected(start, end)  # 90 days
+    assert ids(start=at(start)) == expected(start, None)
+    assert ids(end=at(end)) == expected(None, end)
+    assert ids(start=at(BASE - 400 * day), end=at(BASE - 40 * day)) == []
+    assert len(ids()) == 120
+
+
 def test_an_endpoint_with_no_log_reads_as_an_empty_frame_and_names_are_checked(workspace):
     frame = read_prediction_log("nothing-yet", workspace=workspace)
     assert frame.empty and list(frame.columns) == SCHEMA.names

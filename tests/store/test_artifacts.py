@@ -95,6 +95,18 @@ def test_plain_files_are_written_listed_and_read(workspace):
         store.read_file("logs/a/9.bin")
 
 
+def test_folders_directly_under_a_folder_are_listed_without_their_files(workspace):
+    store = workspace.artifacts
+    assert store.list_folders("logs") == []
+    for path in ("logs/b/1.bin", "logs/a/x/2.bin", "logs/a/3.bin", "logs/top.bin",
+                 "logsx/c/4.bin"):
+        store.write_file(path, b"x")
+    assert store.list_folders("logs") == ["a", "b"]
+    assert store.list_folders("logs/a/") == ["x"]
+    assert store.list_folders("logs/b") == []
+    assert store.list_folders("logs/top.bin") == []
+
+
 def test_plain_files_stay_inside_the_root_and_out_of_the_blobs(tmp_path):
     store = ArtifactStore(str(tmp_path / "art"))
     for path in ("../x", "/etc/passwd", "a/../../x", "a//b", "%2e%2e/x"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -60,8 +61,9 @@ SCHEMA = pa.schema([
     ("error", pa.string()),
 ])
 _HOUR_MS = 3_600_000
-# Above this many hours in a time range, one listing of the whole folder beats one per hour.
+# Above this many hours in a time range, one listing per day beats one per hour.
 _MAX_HOUR_LISTINGS = 31 * 24
+_PARTITION = re.compile(r"date=(\d{4})-(\d{2})-(\d{2})/hour=(\d{2})")
 _READERS = 16
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -135,26 +137,44 @@ def _hour_of(path: str) -> int | None:
     name = parts[-1]
     if len(parts) < 3 or name[:1] in ("_", ".") or not name.endswith(".parquet"):
         return None
-    try:
-        moment = datetime.strptime(f"{parts[-3]}/{parts[-2]}", "date=%Y-%m-%d/hour=%H")
-    except ValueError:
+    match = _PARTITION.fullmatch(f"{parts[-3]}/{parts[-2]}")
+    if match is None:
         return None
-    return int(moment.replace(tzinfo=UTC).timestamp()) // 3600
+    try:
+        moment = datetime(*map(int, match.groups()), tzinfo=UTC)
+    except ValueError:  # no such day or hour
+        return None
+    return (moment - _EPOCH) // timedelta(hours=1)
 
 
 def _list(store: ArtifactStore, folder: str, endpoint: str, start_ms: int | None,
           end_ms: int | None, pool: ThreadPoolExecutor) -> list[str]:
     """The files of the hours a time range touches: one listing per hour for short ranges
-    (each is small even on S3, where a listing returns 1,000 names a request), else one of
-    the endpoint's whole folder. Without an end, hours up to one past now (clock skew)."""
+    (each is small even on S3, where a listing returns 1,000 names a request), else one per
+    day the range touches, picked from one listing of the endpoint's day folders, so that a
+    month's window costs the same after a year of logging as after a month. Without an end,
+    hours up to one past now (clock skew)."""
+    root = f"{folder}/{endpoint}"
+    if start_ms is None and end_ms is None:
+        return store.list_files(root)
+    last = end_ms if end_ms is not None else time.time_ns() // 1_000_000 + _HOUR_MS
     if start_ms is not None:
-        last = end_ms if end_ms is not None else time.time_ns() // 1_000_000 + _HOUR_MS
         hours = range(start_ms // _HOUR_MS, (last - 1) // _HOUR_MS + 1)
         if len(hours) <= _MAX_HOUR_LISTINGS:
             listed = pool.map(store.list_files,
                               (partition(folder, endpoint, hour) for hour in hours))
             return [path for paths in listed for path in paths]
-    return store.list_files(f"{folder}/{endpoint}")
+    first_day = "" if start_ms is None else _day_folder(start_ms)
+    last_day = _day_folder(last - 1)
+    days = [name for name in store.list_folders(root)
+            if name.startswith("date=") and first_day <= name <= last_day]
+    listed = pool.map(store.list_files, (f"{root}/{day}" for day in days))
+    return [path for paths in listed for path in paths]
+
+
+def _day_folder(moment_ms: int) -> str:
+    """The name of the day folder holding ``moment_ms``: ISO dates sort as the days do."""
+    return f"date={datetime.fromtimestamp(moment_ms / 1000, tz=UTC):%Y-%m-%d}"
 
 
 def read_partitions(store: ArtifactStore, folder: str, endpoint: str, schema: pa.Schema,

@@ -272,6 +272,25 @@ class ArtifactStore:
             found = [path[start:] for path in self._fs.find(folder)]
         return sorted(found)
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """Names (sorted) of the folders directly under the folder ``prefix``; empty when it
+        does not exist. One listing, however many files lie below: what a reader of
+        partitioned files needs to pick partitions before listing their files."""
+        folder = self._file_path(prefix.rstrip("/"))
+        if self.is_local:
+            try:
+                with os.scandir(folder) as entries:
+                    return sorted(entry.name for entry in entries if entry.is_dir())
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        self._forget_listings(folder)
+        try:
+            entries = self._fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries
+                      if entry.get("type") == "directory")
+
     def _forget_listings(self, folder: str) -> None:
         """Drop the folder listings fsspec keeps for ``folder``, its parents and everything
         under it: other processes add files, and a kept listing that lacks one makes reading
