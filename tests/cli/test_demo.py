@@ -48,9 +48,10 @@ def _json(cli: Invoke, home: Path, *args: str) -> object:
 
 def test_the_output_shows_every_stage_and_says_the_data_is_generated(demo_run):
     _, out = demo_run
-    for number, heading in enumerate(["Data", "Candidates", "Serving", "Live traffic",
-                                      "The change", "The loop", "Summary"], start=1):
-        assert f"{number}/7  {heading}" in out
+    for number, heading in enumerate(["Data", "Features", "Candidates", "Serving",
+                                      "Live traffic", "The change", "The loop", "Summary"],
+                                     start=1):
+        assert f"{number}/8  {heading}" in out
     assert "synthetic data, not real shoppers" in out
     assert "generated" in out
     assert "Model comparison" in out and "★" in out
@@ -65,9 +66,39 @@ def test_the_first_day_is_a_validated_dataset(demo_run):
     ws = tidal.workspace(home)
     dataset = tidal.datasets.get("retail-clicks", workspace=ws)
     assert dataset.version == 1 and dataset.num_rows > 4000
+    assert {"user_id", "product_id"} <= set(dataset.schema.names)
+    assert not {"user_ctr", "popularity"} & set(dataset.schema.names)  # in the feature store
     [report] = dataset.validation_reports()
-    assert report.passed and len(report.results) == 21
-    assert "21/21 expectations passed" in out
+    assert report.passed and len(report.results) == 19
+    assert "19/19 expectations passed" in out
+
+
+def test_the_training_set_joins_the_stored_features_as_of_each_impression(demo_run):
+    from tidal.examples.retail.stream import generate
+
+    home, out = demo_run
+    ws = tidal.workspace(home)
+    definitions = {(d.kind, d.name) for d in tidal.features.list_definitions(workspace=ws)}
+    assert {("entity", "shopper"), ("entity", "product"), ("feature_view", "shopper_stats"),
+            ("feature_view", "product_stats"), ("feature_service", "retail_ctr")} <= definitions
+    training = tidal.datasets.get("retail-training", workspace=ws).to_pandas()
+    impressions = tidal.datasets.get("retail-clicks", workspace=ws).to_pandas()
+    assert len(training) == len(impressions)
+    # the joined values are the ones the stream was generated with, row by row
+    stream = generate(hours=26, rows_per_hour=1000, drift_hour=14, seed=7)
+    stream = stream[stream["timestamp"].isin(training["timestamp"])]
+    merged = training.merge(stream, on=["timestamp", "user_id", "product_id"],
+                            suffixes=("", "_generated"))
+    assert len(merged) == len(training)
+    assert (merged["user_ctr"] == merged["user_ctr_generated"]).all()
+    assert (merged["popularity"] == merged["popularity_generated"]).all()
+    # and the endpoint reads them online by key
+    endpoint = tidal.serving.get_endpoint("retail", workspace=ws)
+    assert endpoint.config.feature_service == "retail_ctr"
+    online = tidal.features.FeatureStore.from_registry(workspace=ws).get_online_features(
+        [{"user_id": "u00042", "product_id": "p0042"}], "retail_ctr")
+    assert online["user_ctr"][0] is not None and online["popularity"][0] is not None
+    assert "Materialized 2,000 shoppers and 500 products" in out
 
 
 def test_two_candidates_are_tracked_and_the_better_one_became_the_first_champion(
@@ -88,7 +119,7 @@ def test_two_candidates_are_tracked_and_the_better_one_became_the_first_champion
     ws = tidal.workspace(home)
     first = tidal.models.get_version("models:/retail-ctr/1", workspace=ws)
     assert first.run_id == best["id"]
-    assert [d.uri for d in first.datasets()] == ["datasets:/retail-clicks/1"]
+    assert [d.uri for d in first.datasets()] == ["datasets:/retail-training/1"]
     assert first.signature is not None and "device" in first.signature.columns
     assert all(g["passed"] for g in first.gate_results())
     # it served until the loop replaced it, and went back to approved
@@ -152,7 +183,7 @@ def test_the_workspace_is_explorable_with_every_command(cli: Invoke, demo_run):
     home, out = demo_run
     for command in (["runs", "list"], ["runs", "list", "-e", "retail-demo"],
                     ["experiments", "list"], ["datasets", "list"],
-                    ["datasets", "show", "retail-clicks"],
+                    ["datasets", "show", "retail-clicks"], ["features", "list"],
                     ["models", "list"], ["models", "versions", "retail-ctr"],
                     ["models", "show", "retail-ctr@champion"],
                     ["endpoints", "list"], ["endpoints", "history", "retail"],
@@ -207,17 +238,20 @@ def test_the_example_policy_applies_and_matches_the_demo(ws_dir: Path):
 def test_the_replay_sends_traffic_and_feedback_to_a_server(ws_dir: Path, capsys):
     """``python -m tidal.examples.retail.replay``, as the example's README runs it by hand."""
     from tidal.cli.demo_traffic import LocalServer
+    from tidal.examples.retail import features
     from tidal.examples.retail.pipeline import fit_model
     from tidal.examples.retail.replay import main
     from tidal.examples.retail.stream import FEATURES, LABEL, generate
 
     ws = tidal.workspace(ws_dir)
+    features.set_up(ws)
     day = generate(hours=2, rows_per_hour=200, drift_hour=None, seed=3)
     version = tidal.models.register("retail-ctr", fit_model(day, LABEL, "logistic"),
                                     run=False, input_example=day[FEATURES].head(5),
                                     workspace=ws)
     tidal.models.set_alias("retail-ctr", "champion", version.version, workspace=ws)
-    tidal.serving.deploy("retail", {"models:/retail-ctr@champion": 100}, workspace=ws)
+    tidal.serving.deploy("retail", {"models:/retail-ctr@champion": 100},
+                         feature_service=features.SERVICE, workspace=ws)
     with LocalServer(ws, "retail") as server:
         code = main(["--url", server.url, "--hours", "2", "--rows-per-hour", "40",
                      "--rows-per-request", "4", "--drift-hour", "1", "--pause", "0"])
@@ -227,3 +261,6 @@ def test_the_replay_sends_traffic_and_feedback_to_a_server(ws_dir: Path, capsys)
     log = tidal.serving.join_feedback("retail", workspace=ws)
     assert 15 <= log["request_id"].nunique() <= 25  # about 80 rows, 4 a request
     assert log["label"].notna().all()
+    # the requests carried keys; the logged inputs hold the features the server looked up
+    inputs = json.loads(log["inputs"].iloc[0])
+    assert {"user_id", "product_id", "user_ctr", "popularity"} <= set(inputs)

@@ -3,18 +3,22 @@
 A *generated* retail click stream (``tidal.examples.retail``; no real data) goes through every
 stage of Tidal, on the workspace's embedded stores:
 
-1. the stream's first day becomes a versioned dataset, checked by expectations;
-2. two candidates (gradient boosting, logistic regression) are trained and tracked as runs
+1. the stream's first day of impressions becomes a versioned dataset, checked by
+   expectations;
+2. the shop's shoppers and products go into the feature store (definitions applied, values
+   materialized online), and the first day is joined point-in-time with their features into
+   a training set;
+3. two candidates (gradient boosting, logistic regression) are trained and tracked as runs
    under one parent and compared; the better one is registered with its signature, passes its
    gates and becomes the champion;
-3. an endpoint serves the champion on 127.0.0.1, from a server in this process, and a loop
-   policy watches it;
-4. the next hours of the stream are sent to the endpoint over HTTP, hour by hour, and the
+4. an endpoint serves the champion on 127.0.0.1, from a server in this process, reading the
+   stored features online by key, and a loop policy watches it;
+5. the next hours of the stream are sent to the endpoint over HTTP, hour by hour, and the
    clicks come back as feedback;
-5. at a known hour the shoppers' behaviour changes, and the loop's drift trigger fires;
-6. the loop retrains a challenger on the endpoint's own labelled traffic, gates it against the
+6. at a known hour the shoppers' behaviour changes, and the loop's drift trigger fires;
+7. the loop retrains a challenger on the endpoint's own labelled traffic, gates it against the
    champion, rolls it out as a canary judged on live traffic at each step, and promotes it;
-7. a summary: accuracy before and after the change for both champions, the loop's decisions,
+8. a summary: accuracy before and after the change for both champions, the loop's decisions,
    an HTML drift report and the commands that explore what the demo left in the workspace.
 
 ``--quick`` replays a shorter, thinner stream (for CI); every stage still happens.
@@ -49,12 +53,13 @@ if TYPE_CHECKING:
 EXPERIMENT = "retail-demo"
 PARENT_NAME = "retail-candidates"
 DATASET = "retail-clicks"
+TRAINING_SET = "retail-training"
 MODEL_NAME = "retail-ctr"
 ENDPOINT = "retail"
 POLICY = "retail-loop"
 PIPELINE = "tidal.examples.retail.pipeline:retrain"
 KINDS = ("boosting", "logistic")
-STAGES = 7
+STAGES = 8
 
 #: What the demo needs beyond Tidal's own dependencies: (module, package) pairs.
 _NEEDS = (("sklearn", "scikit-learn"), ("skops", "skops"), ("scipy", "scipy"),
@@ -183,8 +188,8 @@ def demo(
     artifacts: ArtifactsOption = None,
 ) -> None:
     """Run the closed loop end to end on a generated retail click stream: a validated
-    dataset, two tracked candidates, a champion served on 127.0.0.1, live traffic with
-    feedback, drift, retraining, a canary rollout and promotion."""
+    dataset, features, two tracked candidates, a champion served on 127.0.0.1, live traffic
+    with feedback, drift, retraining, a canary rollout and promotion."""
     import importlib.util
 
     from tidal.errors import missing_dependency
@@ -263,8 +268,8 @@ class Outcome:
 
     stream: Any
     hours: Any  # each row's hour since the stream's start
-    history: Any
-    dataset: DatasetVersion
+    history: Any  # the first day's training set: impressions with their stored features
+    dataset: DatasetVersion  # that training set
     first: Candidate
     first_version: int
     live: list[LiveHour] = field(default_factory=list)
@@ -278,7 +283,8 @@ class Scenario:
         self.ws, self.plan, self.seed, self.show = ws, plan, seed, show
 
     def run(self) -> Outcome:
-        stream, hours, history, dataset = self._data()
+        stream, hours, impressions = self._data()
+        history, dataset = self._features(impressions)
         first, version = self._candidates(history, hours, dataset)
         outcome = Outcome(stream, hours, history, dataset, first, version)
         self._live(outcome)
@@ -286,10 +292,10 @@ class Scenario:
 
     # -- 1. data ---------------------------------------------------------------------------------
 
-    def _data(self) -> tuple[Any, Any, Any, DatasetVersion]:
+    def _data(self) -> tuple[Any, Any, Any]:
         import tidal
         from tidal.examples.retail.replay import hour_of
-        from tidal.examples.retail.stream import START, generate
+        from tidal.examples.retail.stream import START, STORED_FEATURES, generate
 
         plan, show = self.plan, self.show
         show.stage("Data: a generated click stream, versioned and validated")
@@ -304,20 +310,56 @@ class Scenario:
                   ("synthetic data, not real shoppers", "bold yellow"), ".")
         show.line(f"The shoppers' behaviour changes at hour {plan.drift_hour} "
                   f"({change:%a %H:%M}); the model will not be told.")
-        history = stream[hours < plan.history_hours].reset_index(drop=True)
+        # What the shop logs of an impression: the shopper's and product's stored features
+        # are not in it, they come from the feature store.
+        impressions = stream[hours < plan.history_hours].drop(
+            columns=STORED_FEATURES).reset_index(drop=True)
         with show.out.status("Registering and validating the first day…"):
             dataset = tidal.datasets.register(
-                DATASET, history, workspace=self.ws,
-                description=f"the first {plan.history_hours} hours of the demo's generated "
-                            "(synthetic) retail click stream")
+                DATASET, impressions, workspace=self.ws,
+                description=f"the first {plan.history_hours} hours of impressions of the demo's "
+                            "generated (synthetic) retail click stream")
             report = dataset.validate(_expectations(), raise_on_failure=True)
-        show.line("Dataset ", (dataset.uri, "cyan"), f": the first {plan.history_hours} hours, "
-                  f"{dataset.num_rows:,} rows, click rate {history['clicked'].mean():.1%}; "
-                  "validation: ", (f"{len(report.results)}/{len(report.results)} "
-                                   "expectations passed", "green"))
-        return stream, hours, history, dataset
+        show.line("Dataset ", (dataset.uri, "cyan"), f": the first {plan.history_hours} hours "
+                  f"of impressions, {dataset.num_rows:,} rows, click rate "
+                  f"{impressions['clicked'].mean():.1%}; validation: ",
+                  (f"{len(report.results)}/{len(report.results)} expectations passed",
+                   "green"))
+        return stream, hours, impressions
 
-    # -- 2. candidates ---------------------------------------------------------------------------
+    # -- 2. features -----------------------------------------------------------------------------
+
+    def _features(self, impressions: Any) -> tuple[Any, DatasetVersion]:
+        import tidal
+        from tidal.examples.retail import features
+
+        show = self.show
+        show.stage("Features: the shop's shoppers and products in the feature store")
+        with show.out.status("Applying the feature definitions and materializing them…"):
+            found = features.set_up(self.ws)
+        show.line("Applied ", (f"{found.applied} definitions", "bold"), ": entities shopper "
+                  "(user_id) and product (product_id), views shopper_stats (user_ctr) and "
+                  "product_stats (popularity) over datasets ", (found.shoppers.uri, "cyan"),
+                  " and ", (found.products.uri, "cyan"), ", feature service ",
+                  (features.SERVICE, "bold"))
+        written = found.materialized
+        show.line(f"Materialized {written['shopper_stats']:,} shoppers and "
+                  f"{written['product_stats']:,} products into the online store, where the "
+                  "endpoint will look them up by key.")
+        with show.out.status("Joining the first day with its features…"):
+            started = time.perf_counter()
+            history = features.training_frame(found.store, impressions)
+            seconds = time.perf_counter() - started
+            dataset = tidal.datasets.register(
+                TRAINING_SET, history, workspace=self.ws,
+                description=f"{DATASET} joined point-in-time with feature service "
+                            f"{features.SERVICE}")
+        show.line("Training set ", (dataset.uri, "cyan"), f": {len(history):,} impressions "
+                  "joined point-in-time with their shopper's and product's features (values "
+                  f"as of each impression's time) in {seconds * 1000:.0f} ms.")
+        return history, dataset
+
+    # -- 3. candidates ---------------------------------------------------------------------------
 
     def _candidates(self, history: Any, hours: Any,
                     dataset: DatasetVersion) -> tuple[Candidate, int]:
@@ -358,18 +400,20 @@ class Scenario:
                   f" with its signature: {passed}")
         return winner, version
 
-    # -- 3 to 6. serving, traffic, drift and the loop -------------------------------------------
+    # -- 4 to 7. serving, traffic, drift and the loop -------------------------------------------
 
     def _live(self, outcome: Outcome) -> None:
         import tidal
         from tidal.cli.demo_traffic import LocalServer
+        from tidal.examples.retail.features import SERVICE
         from tidal.loop.controller import Controller
         from tidal.loop.records import apply_policy
         from tidal.models.stages import transition
 
         plan, show, ws = self.plan, self.show, self.ws
         show.stage("Serving: the champion behind an endpoint, watched by a loop policy")
-        tidal.serving.deploy(ENDPOINT, {f"models:/{MODEL_NAME}@champion": 100}, workspace=ws)
+        tidal.serving.deploy(ENDPOINT, {f"models:/{MODEL_NAME}@champion": 100},
+                             feature_service=SERVICE, workspace=ws)
         transition(f"models:/{MODEL_NAME}/{outcome.first_version}", "deployed",
                    reason=f"serves endpoint {ENDPOINT}", workspace=ws)
         policy = apply_policy(policy_dict(plan, outcome.first.kind), workspace=ws)
@@ -379,7 +423,9 @@ class Scenario:
         try:
             show.line("Endpoint ", (ENDPOINT, "bold"), f" → models:/{MODEL_NAME}@champion "
                       "(100%), served at ", (f"{server.url}/predict/{ENDPOINT}", "cyan"),
-                      " by a server in this process (127.0.0.1 only)")
+                      " by a server in this process (127.0.0.1 only); requests carry the "
+                      "keys and the impression, and the server adds the stored features of "
+                      "feature service ", (SERVICE, "bold"), " from the online store")
             show.line("Loop policy ", (POLICY, "bold"), ": drift (≥40% of input columns) or "
                       "accuracy below 0.7 over the latest hour → retrain "
                       f"{outcome.first.kind} on that hour's labelled traffic → gate (+0.02 "
@@ -402,7 +448,7 @@ class Scenario:
             show.line(f"Server on {server.url} stopped.")
 
     def _on_decision(self, decision: Decision, outcome: Outcome) -> None:
-        if decision.kind == "retrain" and self.show.stage_number < 6:
+        if decision.kind == "retrain" and self.show.stage_number < 7:
             self.show.stage("The loop: retrain, gate, canary, promote")
         self.show.decision(decision)
 
@@ -472,16 +518,21 @@ def _shares(traffic: Traffic) -> str:
 
 def _expectations() -> list[Any]:
     from tidal.data.validation import expect
-    from tidal.examples.retail.stream import CATEGORIES, DEVICES, FEATURES, LABEL, SEGMENTS
+    from tidal.examples.retail.stream import (
+        CATEGORIES,
+        DEVICES,
+        LABEL,
+        REQUEST_COLUMNS,
+        SEGMENTS,
+    )
 
     return [
         expect.row_count(min=1),
-        *[expect.not_null(column) for column in (*FEATURES, LABEL)],
+        *[expect.not_null(column) for column in (*REQUEST_COLUMNS, LABEL)],
         expect.in_set("segment", SEGMENTS), expect.in_set("category", CATEGORIES),
         expect.in_set("device", DEVICES), expect.in_set(LABEL, (0, 1)),
         expect.between("price", min=0.01), expect.between("discount", 0.0, 0.9),
         expect.between("position", 1, 10), expect.between("hour", 0, 23),
-        expect.between("user_ctr", 0.0, 1.0), expect.between("popularity", 0.0, 1.0),
     ]
 
 
@@ -604,7 +655,7 @@ def _print_comparison(out: Console, candidates: list[Candidate], winner: Candida
                             f"{winner.run_id})"), soft_wrap=True)
 
 
-# -- 7. summary -------------------------------------------------------------------------------
+# -- 8. summary -------------------------------------------------------------------------------
 
 def _summary(show: Show, ws: Workspace, plan: Plan, outcome: Outcome, prefix: str) -> None:
     from rich.text import Text
@@ -650,6 +701,7 @@ def _summary(show: Show, ws: Workspace, plan: Plan, outcome: Outcome, prefix: st
     out.print("Explore what the demo left behind:", style="bold")
     for command in (f"{prefix} runs list -e {EXPERIMENT}",
                     f"{prefix} datasets list",
+                    f"{prefix} features list",
                     f"{prefix} models versions {MODEL_NAME}",
                     f"{prefix} models show {MODEL_NAME}@champion",
                     f"{prefix} endpoints history {ENDPOINT}",

@@ -94,8 +94,8 @@ def train_challenger(policy: LoopPolicy, sets: TrainingSets, cycle: str, *,
     final = pipeline.build(**pipeline.parameters(params)).order[-1]
     run = run_pipeline(pipeline, params, workspace=workspace)
     model = run.output(final)
-    features = sets.train.drop(columns=[c for c in (training.label, WEIGHT_COLUMN)
-                                        if c in sets.train.columns])
+    features = _model_inputs(model, sets.train.drop(
+        columns=[c for c in (training.label, WEIGHT_COLUMN) if c in sets.train.columns]))
     version = register(policy.model, model, run=run.id, datasets=[train],
                        input_example=features.head(5),
                        description=f"retrained by loop policy {policy.name}",
@@ -104,6 +104,18 @@ def train_challenger(policy: LoopPolicy, sets: TrainingSets, cycle: str, *,
     return version, {"train_dataset": train.uri, "holdout_dataset": holdout.uri,
                      "pipeline": training.pipeline, "pipeline_run": run.id,
                      "model_uri": version.uri}
+
+
+def _model_inputs(model: Any, frame: Any) -> Any:
+    """The columns of ``frame`` the fitted model reads, for its signature. Logged traffic
+    holds more than a model's inputs (the entity keys an endpoint's feature service looked
+    up, for one): a signature that asked requests for them would fail the gate's
+    compatibility check against the champion. Estimators fitted on a DataFrame name their
+    inputs (scikit-learn's ``feature_names_in_``); other models keep every column."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None or not set(names) <= set(frame.columns):
+        return frame
+    return frame[list(names)]
 
 
 def gate_challenger(policy: LoopPolicy, version: Any, holdout: Any, *,

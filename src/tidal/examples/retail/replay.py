@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidal.examples.retail.stream import FEATURES, LABEL, START, generate
+from tidal.examples.retail.stream import LABEL, REQUEST_COLUMNS, START, generate
 
 #: Requests in flight at once: enough for the server to batch them into one predict call.
 CONCURRENCY = 8
@@ -73,8 +73,10 @@ def send(client: Any, endpoint: str, frame: Any, *, rows_per_request: int = 8,
          pool: ThreadPoolExecutor | None = None) -> Traffic:
     """Send ``frame``'s impressions to ``endpoint`` through ``client`` (an ``httpx.Client``
     with the server's base URL), ``rows_per_request`` records a request, then whether each
-    was clicked as feedback (one list of labels per request)."""
-    records = frame[FEATURES].to_dict("records")
+    was clicked as feedback (one list of labels per request). A record holds what the shop's
+    front end knows (``REQUEST_COLUMNS``: the shopper's and product's keys and the
+    impression); the endpoint's feature service adds the stored features."""
+    records = frame[REQUEST_COLUMNS].to_dict("records")
     labels = [int(v) for v in frame[LABEL]]
     chunks = [(records[i:i + rows_per_request], labels[i:i + rows_per_request])
               for i in range(0, len(records), rows_per_request)]
