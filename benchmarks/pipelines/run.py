@@ -37,8 +37,8 @@ DEFAULT_PREFECT_PYTHON = REPO / "benchmarks" / ".venvs" / "prefect" / "bin" / "p
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import workload as w
-from report import (
+import workload as w  # noqa: E402
+from report import (  # noqa: E402
     ResultTable,
     add_result_options,
     check_anchor_python,

@@ -33,8 +33,8 @@ DEFAULT_MLFLOW_PYTHON = REPO / "benchmarks" / ".venvs" / "mlflow" / "bin" / "pyt
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import workload as w
-from report import (
+import workload as w  # noqa: E402
+from report import (  # noqa: E402
     ResultTable,
     add_result_options,
     check_anchor_python,
@@ -80,8 +80,12 @@ def parse_args() -> argparse.Namespace:
 # -- running ------------------------------------------------------------------------------------
 
 def run_all(mlflow_python: str, work: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    tidal = lambda *o: run_bench(sys.executable, HERE / "bench_tidal.py", [*o])
-    mlflow = lambda *o: run_bench(mlflow_python, HERE / "bench_mlflow.py", [*o])
+    def tidal(*options: str) -> dict[str, Any]:
+        return run_bench(sys.executable, HERE / "bench_tidal.py", [*options])
+
+    def mlflow(*options: str) -> dict[str, Any]:
+        return run_bench(mlflow_python, HERE / "bench_mlflow.py", [*options])
+
     base = ["--work", str(work)]
     raw: dict[str, Any] = {"sizes": sizes}
 

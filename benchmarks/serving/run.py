@@ -48,8 +48,8 @@ DEFAULT_BENTOML_PYTHON = VENVS / "bentoml" / "bin" / "python"
 
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import workload as w
-from report import (
+import workload as w  # noqa: E402
+from report import (  # noqa: E402
     ComparisonTable,
     add_result_options,
     check_anchor_python,
