@@ -26,9 +26,17 @@ class Running:
     app: ServingApp
     url: str
     client: httpx.Client
+    server: Any
+    thread: threading.Thread
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.post(path, **kwargs)
+
+    def stop(self) -> None:
+        """Shut the server down as a signal would (its lifespan's shutdown runs)."""
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the server did not stop"
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
@@ -66,7 +74,7 @@ def serve() -> Iterator[Callable[..., Running]]:
                 return False
 
         wait_until(ready, what="the server to be ready")
-        return Running(app, f"http://127.0.0.1:{port}", client)
+        return Running(app, f"http://127.0.0.1:{port}", client, server, thread)
 
     yield start
     for server, thread, client in started:

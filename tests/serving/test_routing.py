@@ -189,6 +189,24 @@ def test_a_route_change_is_picked_up_with_no_failed_request(fast, serve, workspa
     assert switches >= 2 and seen[-1] == 1
 
 
+def test_models_taken_off_their_routes_are_closed_when_the_server_stops(fast, serve,
+                                                                        workspace):
+    deploy("ctr", {"models:/fast/1": 100})
+    running = serve(workspace, reload_interval=0.1)
+    body = {"records": records(fast["frame"].head(2))}
+    assert running.post("/predict/ctr", json=body).json()["model_version"] == 1
+    first = running.app.states["ctr"].models()
+    deploy("ctr", {"models:/fast/2": 100})
+    wait_until(lambda: running.post("/predict/ctr", json=body).json()["model_version"] == 2,
+               what="the switch to version 2")
+    second = running.app.states["ctr"].models()
+    # Version 1 is off every route but inside its grace period: requests routed before the
+    # switch may still be using it.
+    assert not any(model.closed for model in first)
+    running.stop()
+    assert all(model.closed for model in first + second)
+
+
 def test_an_alias_move_is_followed_without_a_deploy(ctr, serve, workspace):
     import tidal
 

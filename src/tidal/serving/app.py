@@ -116,6 +116,7 @@ class ServingApp:
         self.metrics = ServingMetrics()
         self.states: dict[str, EndpointState] = {}
         self._held: dict[tuple[str, int, float], ServedModel] = {}
+        self._retiring: dict[int, ServedModel] = {}  # off every route, closed after a grace
         self._token = None if self.settings.token is None else self.settings.token.encode()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._ready = False
@@ -201,7 +202,8 @@ class ServingApp:
         if self.prediction_log is not None:
             self.prediction_log.close()
             self._count_drops()
-        for model in self._held.values():
+        retiring, self._retiring = self._retiring, {}  # its timers may fire meanwhile
+        for model in [*self._held.values(), *retiring.values()]:
             model.close()
 
     def _build(self, endpoint: Any) -> EndpointState:
@@ -230,7 +232,12 @@ class ServingApp:
         except RuntimeError:
             model.close()
             return
-        loop.call_later(_RETIRE_AFTER_S, model.close)
+        self._retiring[id(model)] = model
+        loop.call_later(_RETIRE_AFTER_S, self._close_retired, model)
+
+    def _close_retired(self, model: ServedModel) -> None:
+        self._retiring.pop(id(model), None)
+        model.close()
 
     async def _poll_routes(self) -> None:
         """Notice deploys, rollbacks and alias moves; rebuild only what changed."""

@@ -38,6 +38,7 @@ class Batcher:
         self._running = False
         self._filled: asyncio.Future[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"tidal-predict-{name}")
+        self._closed = False
 
     async def predict(self, columns: Columns) -> list[Any]:
         """The model's outputs for this request's rows."""
@@ -113,7 +114,12 @@ class Batcher:
             else:
                 _settle(future, output[0])
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -129,6 +129,10 @@ class ServedModel:
     async def predict(self, columns: Columns, method: str = "predict") -> list[Any]:
         return await self.batchers[method].predict(columns)
 
+    @property
+    def closed(self) -> bool:
+        return all(batcher.closed for batcher in self.batchers.values())
+
     def close(self) -> None:
         for batcher in self.batchers.values():
             batcher.close()
