@@ -17,10 +17,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.serving.conftest import records, wait_until
-from tidal.errors import ConfigError
+from tidal.errors import ConfigError, InvalidValueError
 from tidal.serving.endpoints import deploy
 from tidal.serving.prediction_log import read_prediction_log
-from tidal.serving.server import read_token, serve
+from tidal.serving.server import (
+    THREAD_VARIABLES,
+    _available_cpus,
+    model_threads_per_worker,
+    read_token,
+    serve,
+)
 
 
 def _free_port() -> int:
@@ -29,9 +35,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(backend, *args: str) -> tuple[subprocess.Popen, str]:
+def _start(backend, *args: str, env_changes: dict[str, str | None] | None = None,
+           ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, **backend.env()}
+    for name, value in (env_changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     process = subprocess.Popen(
         [sys.executable, "-m", "tidal.cli.main", "serve", *args, "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -144,6 +156,38 @@ def test_a_worker_killed_mid_stream_is_replaced_and_leaves_no_corrupt_file(fast,
     assert set(logged.request_id) <= set(answered)
     # Only what the killed worker still held in memory is missing.
     assert len(logged) >= len(answered) - len(answered) // 2
+
+
+def test_worker_thread_pools_are_sized_and_a_users_setting_wins(fast, backend, workspace):
+    deploy("ctr", {"models:/fast/1": 100})
+    unset = {name: None for name in THREAD_VARIABLES}
+    process, url = _start(backend, "ctr", "--workers", "2", "--model-threads", "3",
+                          env_changes={**unset, "OMP_NUM_THREADS": "5"})
+    try:
+        answer = httpx.post(f"{url}/predict/ctr", timeout=30,
+                            json={"records": records(fast["frame"].head(1))})
+        workers = wait_until(lambda: len(_workers(process)) == 2 and _workers(process),
+                             what="two workers")
+        environments = [worker.environ() for worker in workers]
+    finally:
+        _stop(process)
+    assert answer.status_code == 200
+    for environment in environments:
+        assert environment["OMP_NUM_THREADS"] == "5"  # set by the user
+        assert {name: environment[name] for name in THREAD_VARIABLES[1:]} == \
+            dict.fromkeys(THREAD_VARIABLES[1:], "3")
+
+
+def test_model_threads_default_to_the_cpus_shared_among_workers():
+    cpus = _available_cpus()
+    assert model_threads_per_worker(1) == cpus
+    assert model_threads_per_worker(2) == max(1, cpus // 2)
+    assert model_threads_per_worker(cpus * 4) == 1
+    assert model_threads_per_worker(3, 7) == 7
+    for bad in (0, -1, 2.5, "4", True, 5000):
+        with pytest.raises(InvalidValueError, match="model threads must be an integer") as error:
+            model_threads_per_worker(2, bad)
+        assert error.value.field == "model_threads"
 
 
 def test_a_public_address_needs_a_token(fast, workspace, tmp_path):

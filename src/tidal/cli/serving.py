@@ -110,6 +110,10 @@ def serve(
     = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p")] = 8080,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    model_threads: Annotated[int | None, typer.Option(
+        "--model-threads", metavar="N",
+        help="Threads each worker's models may use (OpenMP, BLAS); default: the CPUs divided "
+             "among the workers. OMP_NUM_THREADS and the like, when set, win.")] = None,
     token_file: Annotated[str | None, typer.Option(
         "--token-file", help="File holding the bearer token requests must carry.")] = None,
     max_body_bytes: Annotated[int, typer.Option(
@@ -137,8 +141,9 @@ def serve(
     token = None if token_file is None else read_token(token_file)
     settings = ServerSettings(max_body_bytes=max_body_bytes, reload_interval=reload_interval,
                               trust=trust, log_predictions=not no_log)
-    run_server(endpoint_names or None, host=host, port=port, workers=workers, token=token,
-               settings=settings, workspace=ws, log_level=log_level,
+    run_server(endpoint_names or None, host=host, port=port, workers=workers,
+               model_threads=model_threads, token=token, settings=settings, workspace=ws,
+               log_level=log_level,
                announce=lambda line: render.error_console().print(line, markup=False))
 
 

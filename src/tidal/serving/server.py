@@ -19,7 +19,8 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,10 @@ log = logging.getLogger("tidal.serving")
 _STARTUP_S = 15.0
 _MAX_QUICK_FAILURES = 3
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+#: What the numerical libraries (OpenMP, OpenBLAS, MKL, Accelerate, numexpr) read, once, when
+#: they load, for the size of their thread pools.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -114,16 +119,52 @@ def _run_worker(where: socket.socket | tuple[str, int], spec: _WorkerSpec) -> No
     uvicorn.Server(_uvicorn_config(app, spec.log_level)).run(sockets=[sock])
 
 
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def model_threads_per_worker(workers: int, model_threads: int | None = None) -> int:
+    """The threads each worker's models may use: by default the CPUs shared among the
+    workers, so that models with OpenMP or BLAS pools (boosting, linear algebra) in several
+    workers do not start more threads than there are CPUs. Oversubscribed pools spin against
+    each other and stretch the slowest answers from milliseconds to seconds."""
+    if model_threads is None:
+        return max(1, _available_cpus() // workers)
+    if type(model_threads) is not int or not 1 <= model_threads <= 1024:
+        raise InvalidValueError(f"model threads must be an integer from 1 to 1024, got "
+                                f"{model_threads!r}", field="model_threads")
+    return model_threads
+
+
+@contextmanager
+def _thread_variables(threads: int) -> Iterator[None]:
+    """Set the thread variables that are not set already, for the workers started inside
+    (spawned processes inherit them); a variable the user set wins."""
+    added = [name for name in THREAD_VARIABLES if name not in os.environ]
+    for name in added:
+        os.environ[name] = str(threads)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
-          workers: int = 1, token: str | None = None, settings: ServerSettings | None = None,
-          workspace: Workspace | None = None, log_level: str = "warning",
-          announce: Callable[[str], None] | None = None) -> None:
+          workers: int = 1, model_threads: int | None = None, token: str | None = None,
+          settings: ServerSettings | None = None, workspace: Workspace | None = None,
+          log_level: str = "warning", announce: Callable[[str], None] | None = None) -> None:
     """Serve ``endpoints`` (None: all of the workspace's, new ones included) until SIGTERM or
     Ctrl-C. Binding anything but a loopback address needs a bearer ``token``. ``announce``
-    gets one line saying where the server listens, once the socket is bound."""
+    gets one line saying where the server listens, once the socket is bound.
+    ``model_threads``: see ``model_threads_per_worker``; thread variables already set in the
+    environment are left as they are."""
     if type(workers) is not int or not 1 <= workers <= 64:
         raise InvalidValueError(f"workers must be an integer from 1 to 64, got {workers!r}",
                                 field="workers")
+    threads = model_threads_per_worker(workers, model_threads)
     if type(port) is not int or not 0 <= port <= 65535:
         raise InvalidValueError(f"port must be an integer from 0 to 65535, got {port!r}",
                                 field="port")
@@ -152,19 +193,24 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
         announce(f"serving {what} at http://{host}:{sock.getsockname()[1]} with {workers} "
                  "worker(s); Ctrl-C stops")
     try:
-        if workers == 1:
-            _run_worker(sock, spec)
-            return
-        # Workers write their metrics to files here, so any of them can answer with the sum.
-        metrics_dir = tempfile.mkdtemp(prefix="tidal-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        try:
-            _supervise((host, sock.getsockname()[1]), spec, workers)
-        finally:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        with _thread_variables(threads):
+            _serve_on(sock, host, spec, workers)
     finally:
         sock.close()
+
+
+def _serve_on(sock: socket.socket, host: str, spec: _WorkerSpec, workers: int) -> None:
+    if workers == 1:
+        _run_worker(sock, spec)
+        return
+    # Workers write their metrics to files here, so any of them can answer with the sum.
+    metrics_dir = tempfile.mkdtemp(prefix="tidal-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _supervise((host, sock.getsockname()[1]), spec, workers)
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _supervise(address: tuple[str, int], spec: _WorkerSpec, count: int) -> None:
