@@ -94,6 +94,26 @@ def test_drift_against_a_parquet_file_as_a_table(cli: Invoke, w, tmp_path: Path)
     assert line.split()[-1] == "yes"
 
 
+def test_drift_with_a_correction_for_the_columns_tested(cli: Invoke, w, tmp_path: Path):
+    page = tmp_path / "drift.html"
+    result = cli(*w, "monitor", "drift", "web", "-r", "datasets:/train/1", "--last", "3h",
+                 "--correction", "bonferroni", "--html", str(page), "--json")
+    assert result.exit_code == 0, result.output
+    data = strict_json(result.stdout)
+    assert data["correction"] == "bonferroni"
+    for column in data["columns"]:  # two columns tested, both with a p-value test (50 rows)
+        assert column["adjusted"] == min(1.0, 2 * column["statistic"])
+        assert column["drifted"] == (column["adjusted"] < column["threshold"])
+    assert "adjusted for the number of columns tested (Bonferroni)" in page.read_text()
+    table = cli(*w, "monitor", "drift", "web", "-r", "datasets:/train/1", "--last", "3h",
+                "--correction", "bh")
+    assert table.exit_code == 0, table.output
+    assert "adjusted" in table.stdout and "p-values adjusted: bh" in table.stdout
+    bad = cli(*w, "monitor", "drift", "web", "-r", "datasets:/train/1", "--correction", "holm")
+    assert bad.exit_code != 0 and "correction must be one of none, bonferroni, bh" in \
+        bad.output
+
+
 def test_performance_per_window_route_and_version(cli: Invoke, w):
     result = cli(*w, "monitor", "performance", "web", "--last", "3h", "--window", "1h",
                  "--metric", "accuracy", "--json")
@@ -119,6 +139,16 @@ def test_performance_per_window_route_and_version(cli: Invoke, w):
               if " – " in line]  # the cell after the window's end
     # Windows of 100 requests ending at 240, 190, 140, 90: the oldest is cut at the first.
     assert counts == ["90", "100", "100", "100"]
+
+
+def test_a_performance_table_wider_than_the_terminal_keeps_every_column(cli: Invoke, w):
+    result = cli(*w, "monitor", "performance", "web", "--last", "3h", "--window", "1h",
+                 "--metric", "accuracy", "--metric", "f1", "--metric", "roc_auc")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "requests" in line)
+    assert header.split() == ["window", "route", "version", "requests", "errors", "p50", "ms",
+                              "p95", "ms", "p99", "ms", "labelled", "accuracy", "f1", "AUC"]
+    assert any("models:/m@champion" in line for line in result.stdout.splitlines())
 
 
 def test_performance_of_an_endpoint_without_traffic(cli: Invoke, w):

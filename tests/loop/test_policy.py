@@ -24,13 +24,14 @@ from tidal.loop import (
 def test_a_policy_round_trips_through_its_dict_and_files(tmp_path):
     policy = LoopPolicy.from_dict(policy_dict(
         training={"mode": "decay", "half_life": "6h", "window": "2d"},
-        triggers=[{"kind": "drift", "window": "30m", "threshold": 0.3},
+        triggers=[{"kind": "drift", "window": "30m", "threshold": 0.3, "correction": "bh"},
                   {"kind": "performance", "metric": "roc_auc", "threshold": 0.7,
                    "window": 500},
                   {"kind": "schedule", "cron": "0 3 * * *"},
                   {"kind": "labels", "rows": 1000}]))
     assert policy.training.half_life == timedelta(hours=6)
     assert policy.triggers[0].window == timedelta(minutes=30)
+    assert policy.triggers[0].correction == "bh"
     assert policy.triggers[1].window == 500
     assert policy.rollout.steps == (30.0, 100.0)
     assert LoopPolicy.from_dict(policy.to_dict()) == policy
@@ -68,6 +69,10 @@ steps = [10, 50, 100]
     ({"triggers": [{"kind": "schedule", "cron": "every day"}]}, "triggers[0].cron", "cron"),
     ({"triggers": [{"kind": "labels", "rows": 0}]}, "triggers[0].rows", "positive"),
     ({"triggers": [{"kind": "drift", "window": "soon"}]}, "triggers[0].window", "duration"),
+    ({"triggers": [{"kind": "drift", "correction": "fdr"}]}, "triggers[0].correction",
+     "none, bonferroni, bh"),
+    ({"triggers": [{"kind": "performance", "metric": "accuracy", "threshold": 0.5,
+                    "correction": "bh"}]}, "triggers[0]", "not correction"),
     ({"training": {"pipeline": "no_colon"}}, "training.pipeline", "module:name"),
     ({"training": {"mode": "decay"}}, "training.half_life", "half_life"),
     ({"training": {"mode": "forever"}}, "training.mode", "sliding, decay"),

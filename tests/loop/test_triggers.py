@@ -88,6 +88,12 @@ def test_drift_fires_against_a_shifted_reference_and_not_against_the_same_data(w
     moved = _evaluate(workspace, {**trigger, "reference": "datasets:/shifted/1"})
     assert moved.fired and set(moved.details["drifted_columns"]) == {"x1", "x2"}
     assert "67% of 3 input columns drifted" in moved.summary
+    corrected = _evaluate(workspace, {**trigger, "reference": "datasets:/shifted/1",
+                                      "correction": "bonferroni"})
+    assert corrected.fired and corrected.details["correction"] == "bonferroni"
+    assert "p-values adjusted: bonferroni" in corrected.summary
+    x1 = corrected.details["columns"]["x1"]
+    assert x1["adjusted"] == min(1.0, 3 * x1["statistic"]) and x1["drifted"]
 
 
 def test_a_controller_shows_what_it_measured_on_prometheus_gauges(workspace):

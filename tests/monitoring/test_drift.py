@@ -60,6 +60,52 @@ def test_new_and_missing_categories_are_named_and_count_as_drift(rows, test):
     assert set(column.missing_categories) == {"lille", "nice"}
 
 
+def _wide(rows: int, seed: int, columns: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({f"x{i}": rng.normal(0, 1, rows) for i in range(columns)})
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "bh"])
+def test_a_correction_keeps_chance_flags_on_many_columns_rare(correction):
+    windows = {"none": 0, correction: 0}
+    for repetition in range(60):
+        reference, current = _wide(400, 2 * repetition), _wide(400, 2 * repetition + 1)
+        for how in windows:
+            windows[how] += bool(drift(reference, current, correction=how).drifted_columns)
+    # Twenty columns tested at 0.05 flag some column on about 1 - 0.95**20 = 64% of stationary
+    # windows; adjusted for the twenty, on at most about 5%.
+    assert windows["none"] >= 25, windows
+    assert windows[correction] <= 7, windows
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "bh"])
+def test_a_corrected_report_adjusts_p_values_only_and_still_finds_a_shift(correction):
+    from scipy import stats
+
+    reference, current = _wide(600, 50, columns=6), _wide(600, 51, columns=6)
+    current["x0"] = current["x0"] + 0.5
+    reference["city"] = current["city"] = "paris"
+    current.loc[:200, "city"] = "lyon"
+    plain = drift(reference, current, numeric_test="ks")
+    report = drift(reference, current, numeric_test="ks", correction=correction)
+    p_values = np.array([c.statistic for c in plain.columns])
+    expected = (np.minimum(p_values * len(p_values), 1.0) if correction == "bonferroni"
+                else stats.false_discovery_control(p_values, method="bh"))
+    assert [c.statistic for c in report.columns] == list(p_values)  # the raw p-values stay
+    np.testing.assert_allclose([c.adjusted for c in report.columns], expected, rtol=1e-12)
+    assert [c.drifted for c in report.columns] == list(expected < 0.05)
+    assert report.drifted_columns == ["x0", "city"]
+    assert report.correction == correction and report.to_dict()["correction"] == correction
+    assert all(c.adjusted is None for c in plain.columns)
+    # Distances are not p-values: a correction leaves them as they are.
+    by_distance = drift(reference, current, numeric_test="wasserstein", correction=correction)
+    unadjusted = drift(reference, current, numeric_test="wasserstein")
+    for column, same in zip(by_distance.columns, unadjusted.columns, strict=True):
+        assert column.adjusted is None if column.test == "wasserstein" else column.adjusted
+        if column.test == "wasserstein":
+            assert column.drifted == same.drifted
+
+
 def test_tests_and_thresholds_can_be_chosen():
     reference, current = _sample(5000, 5), _sample(5000, 6)
     report = drift(reference, current, ["age", "city"], numeric_test="ks",
@@ -90,6 +136,7 @@ def test_arrow_tables_and_missing_values_are_accepted():
     (lambda r, c: drift(r, c, thresholds={"psi": 0.2}), "unknown tests"),
     (lambda r, c: drift(r, c, drift_share=0), "drift_share"),
     (lambda r, c: drift(r, c, psi_bins=1), "psi_bins"),
+    (lambda r, c: drift(r, c, correction="holm"), "correction must be one of none, bonferroni"),
 ])
 def test_bad_inputs_are_refused_clearly(call, message):
     with pytest.raises(DriftInputError, match=message):

@@ -83,6 +83,11 @@ def drift_command(
     column: Annotated[list[str] | None, typer.Option(
         "--column", "-c", help="Compare only this column; repeatable (default: every "
                                "reference column the traffic has).")] = None,
+    correction: Annotated[str, typer.Option(
+        "--correction", metavar="none|bonferroni|bh",
+        help="Adjust the tests' p-values for the number of columns tested: bonferroni (no "
+             "false alarm on any column, at the level) or bh (false discovery rate).")]
+    = "none",
     html: Annotated[str | None, typer.Option(
         "--html", metavar="PATH", help="Also write a self-contained HTML report here.")]
     = None,
@@ -110,7 +115,7 @@ def drift_command(
         raise InvalidValueError(f"the reference ({', '.join(map(str, base.columns))}) and the "
                                 f"logged inputs ({', '.join(map(str, current.columns))}) share "
                                 "no column", field="reference")
-    report = drift(base, current, names)
+    report = drift(base, current, names, correction=correction)
     written = None if html is None else write_drift_html(
         html, report, base, current, title=title or f"Drift of {endpoint} from {described}")
     if written is not None:
@@ -125,18 +130,25 @@ def drift_command(
     out.print(_plain(f"{endpoint}: {len(current)} logged rows against {described} "
                      f"({len(base)} rows)"))
     table = render.listing()
-    for heading in ("column", "type", "test", "statistic", "threshold", "PSI", "drifted"):
+    corrected = report.correction != "none"
+    headings = ("column", "type", "test", "statistic", *(("adjusted",) if corrected else ()),
+                "threshold", "PSI", "drifted")
+    for heading in headings:
         table.add_column(heading, justify="right" if heading in (
-            "statistic", "threshold", "PSI") else "left")
+            "statistic", "adjusted", "threshold", "PSI") else "left")
     for c in report.columns:
+        adjusted = (render.MISSING if c.adjusted is None
+                    else render.format_number(c.adjusted, 4),) if corrected else ()
         table.add_row(_plain(c.column), c.kind, c.test, render.format_number(c.statistic, 4),
-                      render.format_number(c.threshold, 4), render.format_number(c.psi, 4),
+                      *adjusted, render.format_number(c.threshold, 4),
+                      render.format_number(c.psi, 4),
                       "[bold red]yes[/]" if c.drifted else "[green]no[/]")
-    out.print(table)
+    render.print_whole(table)
     verdict = "[bold red]drifted[/]" if report.drifted else "[green]not drifted[/]"
     out.print(f"dataset {verdict}: {len(report.drifted_columns)} of {len(report.columns)} "
               f"columns ({100 * report.drifted_share:.0f}%; drifts at "
-              f"{100 * report.drift_share:.0f}%)")
+              f"{100 * report.drift_share:.0f}%"
+              f"{'; p-values adjusted: ' + report.correction if corrected else ''})")
 
 
 def _size(text: str | None, option: str) -> timedelta | int | None:
@@ -163,7 +175,7 @@ def _span(start: Any, end: Any) -> str:
 def _performance_table(frame: pd.DataFrame, metrics: list[str]) -> Any:
     table = render.listing()
     grouped = [c for c in ("route", "model_version") if c in frame.columns]
-    table.add_column("window", min_width=19)  # wraps after the start when space is short
+    table.add_column("window", min_width=19)  # wraps after the start past print_whole's limit
     for name in grouped:
         table.add_column("version" if name == "model_version" else name, overflow="fold")
     for heading in ("requests", "errors", "p50 ms", "p95 ms", "p99 ms", "labelled",
@@ -223,7 +235,7 @@ def performance_command(
         out.print(_plain(f"{endpoint} logged no requests in this window"))
         return
     metrics = [c for c in frame.columns if c in METRICS]
-    out.print(_performance_table(frame, metrics))
+    render.print_whole(_performance_table(frame, metrics))
     if frame["labelled"].sum() == 0:
         out.print("[dim]no labels yet: send feedback to see model metrics[/]")
 

@@ -33,11 +33,12 @@ _STATUS_STYLES = {"finished": "green", "running": "cyan", "failed": "red", "kill
 
 # -- consoles and errors ----------------------------------------------------------------------
 
-def console() -> Console:
-    """A console on the current stdout (looked up when printing, so test runners can swap it)."""
+def console(width: int | None = None) -> Console:
+    """A console on the current stdout (looked up when printing, so test runners can swap it);
+    ``width``: lay out at this width rather than the terminal's."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=width)
 
 
 def error_console() -> Console:
@@ -60,6 +61,19 @@ def listing(caption: str | None = None) -> Table:
 
     return Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True,
                  caption=caption, caption_justify="left")
+
+
+def print_whole(table: Table, *, most: int = 200) -> None:
+    """Print ``table`` with every column: one wider than the console is laid out at its
+    natural width (up to ``most`` characters; a terminal wraps the lines) instead of being
+    cropped at the console's edge, which would silently drop its last columns."""
+    from rich.measure import Measurement
+
+    out = console()
+    natural = Measurement.get(out, out.options.update_width(most), table).maximum
+    if natural > out.width:
+        out = console(width=natural)
+    out.print(table, crop=False)
 
 
 def print_error(message: str) -> None:

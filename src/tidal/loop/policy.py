@@ -78,7 +78,8 @@ class Trigger:
     """One reason to retrain.
 
     kind "drift": the share of drifted input columns between the champion's training data (or
-    ``reference``, a dataset URI) and the latest ``window`` of traffic reaches ``threshold``.
+    ``reference``, a dataset URI) and the latest ``window`` of traffic reaches ``threshold``;
+    ``correction`` ("none", "bonferroni", "bh") adjusts the columns' p-values for their number.
     kind "performance": ``metric`` on the labelled answers of the latest ``window`` is worse
     than ``threshold``. kind "schedule": a ``cron`` time passed. kind "labels": at least
     ``rows`` new labelled rows arrived since the last retraining.
@@ -92,6 +93,7 @@ class Trigger:
     reference: str | None = None
     cron: str | None = None
     rows: int | None = None
+    correction: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Trigger:
@@ -100,7 +102,7 @@ class Trigger:
         if kind not in TRIGGER_KINDS:
             raise PolicyError(f"{where}.kind must be one of {', '.join(TRIGGER_KINDS)}, got "
                               f"{kind!r}", field=f"{where}.kind")
-        allowed = {"drift": {"window", "threshold", "min_rows", "reference"},
+        allowed = {"drift": {"window", "threshold", "min_rows", "reference", "correction"},
                    "performance": {"window", "threshold", "metric", "min_rows"},
                    "schedule": {"cron"}, "labels": {"rows"}}[kind]
         unknown = sorted(set(data) - allowed)
@@ -117,6 +119,8 @@ class Trigger:
                                           0.0, 1.0)
             if data.get("reference") is not None:
                 values["reference"] = str(data["reference"])
+            if "correction" in data:
+                values["correction"] = _correction(data["correction"], f"{where}.correction")
         elif kind == "performance":
             values["metric"] = _metric(data.get("metric"), f"{where}.metric")
             if "threshold" not in data:
@@ -130,7 +134,7 @@ class Trigger:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        keep = {"drift": ("window", "threshold", "min_rows", "reference"),
+        keep = {"drift": ("window", "threshold", "min_rows", "reference", "correction"),
                 "performance": ("window", "threshold", "metric", "min_rows"),
                 "schedule": ("cron",), "labels": ("rows",)}[self.kind]
         out: dict[str, Any] = {"kind": self.kind}
@@ -139,6 +143,15 @@ class Trigger:
             if value is not None:
                 out[name] = _window_json(value) if name == "window" else value
         return out
+
+
+def _correction(value: Any, where: str) -> str:
+    from tidal.monitoring.drift import CORRECTIONS
+
+    if value not in CORRECTIONS:
+        raise PolicyError(f"{where} must be one of {', '.join(CORRECTIONS)}, got {value!r}",
+                          field=where)
+    return str(value)
 
 
 def _cron(value: Any, where: str) -> str:

@@ -77,19 +77,24 @@ class TriggerEvaluator:
             return TriggerResult("drift", False, (
                 f"the reference {source} shares no input column with the traffic"),
                 {"reference": source})
-        report = drift(reference[columns], current[columns])
+        report = drift(reference[columns], current[columns],
+                       correction=trigger.correction or "none")
         fired = report.drifted_share >= float(trigger.threshold or 0.5)
         top = sorted(report.columns, key=lambda c: c.psi, reverse=True)[:5]
+        adjusted = "" if report.correction == "none" else (
+            f", p-values adjusted: {report.correction}")
         summary = (f"{report.drifted_share:.0%} of {len(columns)} input columns drifted "
-                   f"(threshold {trigger.threshold:.0%}) over {len(current)} rows against "
-                   f"{source}")
+                   f"(threshold {trigger.threshold:.0%}{adjusted}) over {len(current)} rows "
+                   f"against {source}")
         if report.drifted_columns:
             summary += f": {', '.join(report.drifted_columns[:8])}"
         return TriggerResult("drift", fired, summary, {
             "drifted_share": report.drifted_share, "threshold": trigger.threshold,
             "drifted_columns": report.drifted_columns, "rows": len(current),
             "reference": source,
-            "columns": {c.column: {"test": c.test, "statistic": c.statistic, "psi": c.psi,
+            "correction": report.correction,
+            "columns": {c.column: {"test": c.test, "statistic": c.statistic,
+                                   "adjusted": c.adjusted, "psi": c.psi,
                                    "drifted": c.drifted} for c in top}}, report)
 
     def _reference_frame(self, trigger: Trigger) -> tuple[str, Any]:

@@ -6,7 +6,9 @@ categories), which has power there; with many rows a distance (Wasserstein norma
 reference's spread, Jensen-Shannon), because every p-value becomes tiny on large samples and
 would flag changes nobody cares about. PSI is always reported beside it. A column is drifted
 when its test says so; the dataset is drifted when the share of drifted columns reaches
-``drift_share``.
+``drift_share``. Testing many columns at the 5% level flags some column by chance on most
+windows; ``correction`` adjusts the p-values for the number of columns tested (Bonferroni, or
+Benjamini-Hochberg's false discovery rate) before they are held to the level.
 
 Numeric columns are sorted once per sample and every statistic is read from the sorted
 samples and their merge, instead of each scipy call sorting and searching again; on large
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tidal.errors import missing_dependency
@@ -31,6 +33,9 @@ CATEGORICAL_TESTS = ("chi2", "jensenshannon")
 #: Defaults: p-value level for the tests, distance above which the distances flag drift.
 DEFAULT_THRESHOLDS = {"ks": 0.05, "chi2": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 _P_VALUE_TESTS = {"ks", "chi2"}
+#: How p-values are adjusted for testing many columns: "bonferroni" keeps the chance of any
+#: false alarm under the level, "bh" the expected share of false alarms among the flagged.
+CORRECTIONS = ("none", "bonferroni", "bh")
 _PSI_FLOOR = 1e-4
 #: scipy's ks_2samp gives the exact p-value up to this many rows on the larger side and the
 #: asymptotic one above (its method="auto"); Tidal follows it.
@@ -60,6 +65,9 @@ class ColumnDrift:
     missing_categories: tuple[str, ...] = ()
     #: Compared with a stored profile's bins rather than the reference's rows.
     binned: bool = False
+    #: The p-value adjusted for the number of columns tested (see ``correction``), which is
+    #: what the threshold was held to; None without a correction or for a distance.
+    adjusted: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class DriftReport:
     #: The drift of the model's own answers, when both samples are prediction-log windows;
     #: reported beside the columns, not counted in the drifted share.
     prediction: ColumnDrift | None = None
+    correction: str = "none"
     drifted_share: float = field(init=False)
     drifted: bool = field(init=False)
 
@@ -91,7 +100,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"drifted": self.drifted, "drifted_share": self.drifted_share,
-                "drift_share": self.drift_share,
+                "drift_share": self.drift_share, "correction": self.correction,
                 "columns": [asdict(c) for c in self.columns],
                 "prediction": None if self.prediction is None else asdict(self.prediction)}
 
@@ -296,7 +305,7 @@ def _against_profile(name: str, column: dict[str, Any], current: Any, numeric_te
 def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
           numeric_test: str = "auto", categorical_test: str = "auto",
           thresholds: dict[str, float] | None = None, psi_bins: int = 10,
-          drift_share: float = 0.5) -> DriftReport:
+          drift_share: float = 0.5, correction: str = "none") -> DriftReport:
     """Compare ``current`` with ``reference`` column by column; ``columns`` defaults to those
     of the reference. Each side is a DataFrame, an Arrow table, a dict of columns, a dataset
     version or its URI, or a prediction-log window (``read_window``); the reference may also
@@ -306,7 +315,8 @@ def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
     ``numeric_test``: "auto", "ks" or "wasserstein"; ``categorical_test``: "auto", "chi2" or
     "jensenshannon"; ``thresholds`` overrides the p-value level or distance per test
     (defaults: ks and chi2 0.05, distances 0.1). Missing values are left out of each column's
-    comparison.
+    comparison. ``correction``: "none", "bonferroni" or "bh", applied to the p-values of the
+    columns compared by a test (distances are not p-values and are left as they are).
     """
     if numeric_test not in ("auto", *NUMERIC_TESTS):
         raise DriftInputError(f"numeric_test must be auto, {', '.join(NUMERIC_TESTS)}; got "
@@ -325,6 +335,9 @@ def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
     if type(psi_bins) is not int or psi_bins < 2:
         raise DriftInputError(f"psi_bins must be an integer of at least 2, got {psi_bins!r}",
                               field="psi_bins")
+    if correction not in CORRECTIONS:
+        raise DriftInputError(f"correction must be one of {', '.join(CORRECTIONS)}; got "
+                              f"{correction!r}", field="correction")
     _scipy()
     ref, cur = sample(reference, "reference"), sample(current, "current")
     if cur.profile is not None:
@@ -346,23 +359,48 @@ def drift(reference: Any, current: Any, columns: list[str] | None = None, *,
                               categorical_test, limits, psi_bins)
     if ref.profile is not None:
         profiled = ref.profile["columns"]
-        return DriftReport(tuple(
-            _against_profile(name, profiled[name], cur_frame[name], numeric_test,
-                             categorical_test, limits) for name in names), drift_share,
-            prediction)
-    ref_frame = ref.frame
-    rows = max(len(ref_frame), len(cur_frame))
+        verdicts = [_against_profile(name, profiled[name], cur_frame[name], numeric_test,
+                                     categorical_test, limits) for name in names]
+    else:
+        verdicts = _compare_all(ref.frame, cur_frame, names, numeric_test, categorical_test,
+                                limits, psi_bins)
+    return DriftReport(_corrected(verdicts, correction), drift_share, prediction, correction)
 
+
+def _compare_all(ref_frame: Any, cur_frame: Any, names: list[str], numeric_test: str,
+                 categorical_test: str, limits: dict[str, float],
+                 psi_bins: int) -> list[ColumnDrift]:
     def compare(name: str) -> ColumnDrift:
         return _compare(name, ref_frame[name], cur_frame[name], numeric_test,
                         categorical_test, limits, psi_bins)
 
+    rows = max(len(ref_frame), len(cur_frame))
     workers = min(len(names), os.cpu_count() or 1, _MAX_WORKERS) \
         if rows >= _PARALLEL_ROWS else 1
     if workers == 1:
-        return DriftReport(tuple(map(compare, names)), drift_share, prediction)
+        return list(map(compare, names))
     with ThreadPoolExecutor(workers) as pool:
-        return DriftReport(tuple(pool.map(compare, names)), drift_share, prediction)
+        return list(pool.map(compare, names))
+
+
+def _corrected(verdicts: list[ColumnDrift], correction: str) -> tuple[ColumnDrift, ...]:
+    """The verdicts with the p-values of the tested columns adjusted for their number."""
+    tested = [i for i, v in enumerate(verdicts) if v.test in _P_VALUE_TESTS]
+    if correction == "none" or not tested:
+        return tuple(verdicts)
+    import numpy as np
+    from scipy import stats
+
+    p_values = np.array([verdicts[i].statistic for i in tested], dtype=float)
+    if correction == "bonferroni":
+        adjusted = np.minimum(p_values * len(tested), 1.0)
+    else:
+        adjusted = stats.false_discovery_control(p_values, method="bh")
+    out = list(verdicts)
+    for i, value in zip(tested, adjusted, strict=True):
+        out[i] = replace(out[i], adjusted=float(value),
+                         drifted=bool(value < out[i].threshold))
+    return tuple(out)
 
 
 def _compare(name: str, reference: Any, current: Any, numeric_test: str,

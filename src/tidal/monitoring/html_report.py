@@ -174,8 +174,10 @@ def _section(anchor: str, column: ColumnDrift, reference: pd.Series, current: pd
     verdict = ('<span class="yes">drifted</span>' if column.drifted
                else '<span class="no">not drifted</span>')
     rule = "below" if column.test in ("ks", "chi2") else "above"
-    notes = [f"{_text(_test_name(column))} {_text(format_number(column.statistic, 4))}, "
-             f"drifted when {rule} {_text(format_number(column.threshold, 4))}; PSI "
+    adjusted = "" if column.adjusted is None else (
+        f", adjusted for the columns tested {_text(format_number(column.adjusted, 4))}")
+    notes = [f"{_text(_test_name(column))} {_text(format_number(column.statistic, 4))}"
+             f"{adjusted}, drifted when {rule} {_text(format_number(column.threshold, 4))}; PSI "
              f"{_text(format_number(column.psi, 4))}; {column.reference_rows} reference and "
              f"{column.current_rows} current rows"]
     if column.new_categories:
@@ -193,6 +195,13 @@ def _section(anchor: str, column: ColumnDrift, reference: pd.Series, current: pd
     name = "The model's predictions" if predictions else _text(column.column)
     return (f'<section id="{anchor}"><h2>{name} — {verdict}</h2>'
             f'<p class="note">{"<br>".join(notes)}</p>{chart}</section>')
+
+
+def _correction_note(report: DriftReport) -> str:
+    if report.correction == "none":
+        return ""
+    how = {"bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg"}[report.correction]
+    return "; p-values adjusted for the number of columns tested (" + how + ")"
 
 
 def drift_html(report: DriftReport, reference: Any, current: Any, *,
@@ -223,7 +232,7 @@ def drift_html(report: DriftReport, reference: Any, current: Any, *,
     verdict = (f'<p class="verdict">Dataset drift: {found}'
                f" — {drifted} of {len(report.columns)} columns drifted "
                f"({_percent(report.drifted_share)}; the dataset drifts at "
-               f"{_percent(report.drift_share)})</p>")
+               f"{_percent(report.drift_share)}){_correction_note(report)}</p>")
     rows = []
     for index, column in enumerate(report.columns):
         rows.append(
