@@ -72,6 +72,8 @@ def test_serve_refuses_a_public_address_without_a_token(cli: Invoke, w, tmp_path
     assert_clean_error(cli(*w, "serve", "web", "--token-file", str(short)), 2, "at least 16")
     assert_clean_error(cli(*w, "serve", "web", "--max-body-bytes", "10"), 2, "max-body-bytes")
     assert_clean_error(cli(*w, "serve", "web", "--workers", "0"), 2, "workers")
+    assert_clean_error(cli(*w, "serve", "web", "--model-threads", "0"), 2,
+                       "model threads must be an integer from 1 to 1024")
     assert_clean_error(cli(*w, "serve", "web", "--port", "70000"), 2, "port must be")
     assert_clean_error(cli(*w, "serve", "web", "--log-level", "loud"), 2, "log level")
     assert_clean_error(cli(*w, "serve", "nope"), 1, "does not exist")
