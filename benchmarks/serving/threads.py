@@ -53,6 +53,8 @@ from run import (  # noqa: E402
     wrk,
 )
 
+from tidal.cpus import available_cpus  # noqa: E402
+
 FULL = {"rounds": 3, "duration": 15.0, "warmup": 3.0}
 #: Tidal's default is not to be slower than pools sized by the libraries.
 TARGET_RATIO = 1.0
@@ -67,11 +69,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help=f"default {FULL['warmup']:g}")
     add_result_options(parser, "model threads")
     return parse_full_run(parser, ["--rounds", "--duration", "--warmup"])
-
-
-def cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
 
 
 def prepare(home: Path) -> tuple[list[dict[str, float]], list[int]]:
@@ -143,8 +140,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rows, expected = prepare(home)
     body = work / "body.json"
     body.write_text(json.dumps({"records": rows[:1]}, separators=(",", ":")))
-    settings = {"default": None, "library": cpus()}
-    raw: dict[str, Any] = {"sizes": sizes, "cpus": cpus(), "workers": WORKERS,
+    settings = {"default": None, "library": available_cpus()}
+    raw: dict[str, Any] = {"sizes": sizes, "cpus": available_cpus(), "workers": WORKERS,
                            "rounds": [], "checks": {}}
     for index in range(sizes["rounds"]):
         order = list(settings) if index % 2 == 0 else list(settings)[::-1]

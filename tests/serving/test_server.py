@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.serving.conftest import records, wait_until
+from tidal.cpus import available_cpus
 from tidal.errors import ConfigError, InvalidValueError
 from tidal.serving.endpoints import deploy
 from tidal.serving.prediction_log import read_prediction_log
 from tidal.serving.server import (
     THREAD_VARIABLES,
-    _available_cpus,
     model_threads_per_worker,
     read_token,
     serve,
@@ -179,7 +179,7 @@ def test_worker_thread_pools_are_sized_and_a_users_setting_wins(fast, backend, w
 
 
 def test_model_threads_default_to_the_cpus_shared_among_workers():
-    cpus = _available_cpus()
+    cpus = available_cpus()
     assert model_threads_per_worker(1) == cpus
     assert model_threads_per_worker(2) == max(1, cpus // 2)
     assert model_threads_per_worker(cpus * 4) == 1

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tidal.cpus import available_cpus
 from tidal.errors import ConfigError, InvalidValueError
 from tidal.serving.app import ServerSettings, ServingApp
 from tidal.serving.endpoints import get_endpoint
@@ -119,19 +120,13 @@ def _run_worker(where: socket.socket | tuple[str, int], spec: _WorkerSpec) -> No
     uvicorn.Server(_uvicorn_config(app, spec.log_level)).run(sockets=[sock])
 
 
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def model_threads_per_worker(workers: int, model_threads: int | None = None) -> int:
     """The threads each worker's models may use: by default the CPUs shared among the
     workers, so that models with OpenMP or BLAS pools (boosting, linear algebra) in several
     workers do not start more threads than there are CPUs. Oversubscribed pools spin against
     each other and stretch the slowest answers from milliseconds to seconds."""
     if model_threads is None:
-        return max(1, _available_cpus() // workers)
+        return max(1, available_cpus() // workers)
     if type(model_threads) is not int or not 1 <= model_threads <= 1024:
         raise InvalidValueError(f"model threads must be an integer from 1 to 1024, got "
                                 f"{model_threads!r}", field="model_threads")

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from tidal.cpus import available_cpus
 from tidal.errors import ConfigError, InvalidValueError, TidalError, missing_dependency
 
 #: The resource names a step may ask for, and the ``ray.remote`` option each becomes.
@@ -144,8 +145,7 @@ class RayExecutor:
 
     def _start_local(self, num_cpus: int | None) -> None:
         if num_cpus is None:
-            num_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-                else os.cpu_count() or 1
+            num_cpus = available_cpus()
         # Ray turns 127.0.0.1 into the machine's network address unless it believes clusters
         # are off (as on Windows and macOS); then every server it starts listens on 127.0.0.1
         constants = getattr(getattr(self._ray, "_private", None), "ray_constants", None)
