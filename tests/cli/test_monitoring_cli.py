@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import time_machine
 
 from tests.cli.conftest import Invoke, assert_clean_error, strict_json
 from tests.monitoring.test_log_window import answer, write_log
@@ -17,6 +19,17 @@ from tidal.ids import now_ms
 from tidal.store.workspace import close_all
 
 ROWS = 240
+#: The clock every test here runs on: the log's last three hours must not cross midnight UTC,
+#: where the window labels gain a date.
+NOW = datetime(2026, 3, 2, 15, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_clock() -> Iterator[None]:
+    """Data written "two hours ago" and ``--last 3h`` read against one known clock (ticking,
+    so waits on the log writer still end)."""
+    with time_machine.travel(NOW, tick=True):
+        yield
 
 
 def training(rows: int = 400) -> pd.DataFrame:
