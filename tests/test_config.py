@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,94 @@ def test_db_urls_are_normalised(value, expected):
 def test_unsupported_db_urls_are_refused(value):
     with pytest.raises(ConfigError, match="db_url"):
         normalize_db_url(value, Path("/"))
+
+
+# -- trusting a config found on disk (CVE-2022-24765, git's "dubious ownership") ------------
+
+NOBODY = 65534
+
+
+def test_a_config_owned_by_another_user_is_refused_with_how_to_allow_it(tmp_path):
+    shared = tmp_path / "shared"
+    nested = shared / "project"
+    nested.mkdir(parents=True)
+    config = shared / "tidal.toml"
+    config.write_text('db_url = "postgresql://attacker@evil/db"\n')
+    os.chown(config, NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match=r"belongs to another user \(uid 65534.*"
+                       rf"TIDAL_SAFE_DIRECTORIES={shared}") as caught:
+        resolve_settings(env={}, cwd=nested)
+    assert caught.value.field == "TIDAL_SAFE_DIRECTORIES"
+    allowed = resolve_settings(env={"TIDAL_SAFE_DIRECTORIES": f"/elsewhere{os.pathsep}{shared}"},
+                               cwd=nested)
+    assert allowed.db_url == "postgresql+psycopg://attacker@evil/db"
+    assert resolve_settings(env={"TIDAL_SAFE_DIRECTORIES": "*"}, cwd=nested).db_url == \
+        allowed.db_url
+
+
+def test_the_implicit_workspace_folder_of_another_user_is_refused(tmp_path):
+    (tmp_path / ".tidal").mkdir()
+    os.chown(tmp_path / ".tidal", NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        resolve_settings(env={}, cwd=tmp_path)
+    # chosen explicitly, the folder is the user's decision and is not second-guessed
+    assert resolve_settings(tmp_path / ".tidal", env={}, cwd=tmp_path).home == \
+        tmp_path / ".tidal"
+    assert resolve_settings(env={"TIDAL_SAFE_DIRECTORIES": str(tmp_path / ".tidal")},
+                            cwd=tmp_path).home == tmp_path / ".tidal"
+
+
+def test_a_config_every_user_may_write_is_refused(tmp_path):
+    config = tmp_path / "tidal.toml"
+    config.write_text('home = "store"\n')
+    config.chmod(0o666)
+    with pytest.raises(ConfigError, match=r"can be changed by every user.*chmod o-w"):
+        resolve_settings(env={}, cwd=tmp_path)
+    config.chmod(0o644)
+    assert resolve_settings(env={}, cwd=tmp_path).home == tmp_path / "store"
+
+
+def test_the_search_stops_at_home_and_at_ceiling_directories(tmp_path):
+    (tmp_path / "tidal.toml").write_text('home = "from-above"\n')
+    user_home = tmp_path / "home" / "me"
+    project = user_home / "project"
+    project.mkdir(parents=True)
+    default = project / ".tidal"
+    assert resolve_settings(env={"HOME": str(user_home)}, cwd=project).home == default
+    ceiling = {"TIDAL_CEILING_DIRECTORIES": str(tmp_path / "home")}
+    assert resolve_settings(env=ceiling, cwd=project).home == default
+    assert resolve_settings(env={}, cwd=project).home == tmp_path / "from-above"
+    with pytest.raises(ConfigError, match="TIDAL_CEILING_DIRECTORIES holds 'relative'"):
+        resolve_settings(env={"TIDAL_CEILING_DIRECTORIES": "relative"}, cwd=project)
+
+
+def test_the_search_does_not_cross_into_another_filesystem(tmp_path):
+    (tmp_path / "tidal.toml").write_text('home = "from-above"\n')
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tidal-test", str(mount_point)], check=True)
+    try:
+        inside = mount_point / "project"
+        inside.mkdir()
+        assert os.stat(inside).st_dev != os.stat(tmp_path).st_dev
+        assert resolve_settings(env={}, cwd=inside).home == inside / ".tidal"
+        (mount_point / "tidal.toml").write_text('home = "on-the-mount"\n')
+        assert resolve_settings(env={}, cwd=inside).home == mount_point / "on-the-mount"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_run_liveness_settings_are_validated(tmp_path):
+    settings = resolve_settings(env={"TIDAL_RUN_HEARTBEAT_INTERVAL": "2",
+                                     "TIDAL_RUN_TIMEOUT": "5"}, cwd=tmp_path)
+    assert (settings.run_heartbeat_interval, settings.run_timeout) == (2.0, 5.0)
+    defaults = resolve_settings(env={}, cwd=tmp_path)
+    assert (defaults.run_heartbeat_interval, defaults.run_timeout) == (30.0, 600.0)
+    with pytest.raises(ConfigError, match="TIDAL_RUN_TIMEOUT must be a number of seconds > 0"):
+        resolve_settings(env={"TIDAL_RUN_TIMEOUT": "0"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="at least twice run_heartbeat_interval") as caught:
+        resolve_settings(env={"TIDAL_RUN_TIMEOUT": "30"}, cwd=tmp_path)
+    assert caught.value.field == "run_timeout"
+    (tmp_path / "tidal.toml").write_text('run_timeout = "soon"\n')
+    with pytest.raises(ConfigError, match="run_timeout must be a number"):
+        resolve_settings(env={}, cwd=tmp_path)

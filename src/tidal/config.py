@@ -4,11 +4,19 @@ Resolution order, first hit wins, for each setting on its own: the explicit argu
 ``TIDAL_*`` environment variable, the nearest ``tidal.toml`` (searched from the current
 directory upwards), then the default (``./.tidal``). Kept free of heavy imports: it runs on
 every ``import tidal`` code path that touches a workspace.
+
+A config found on disk chooses which stores a command reads and writes, so it is trusted only
+as git trusts a repository (CVE-2022-24765): the search upwards stops at a change of
+filesystem, at the user's home folder and before any folder in TIDAL_CEILING_DIRECTORIES; a
+``tidal.toml`` (or the implicit ``./.tidal`` workspace) owned by another user, or a
+``tidal.toml`` that every user may write, is refused unless its folder is listed in
+TIDAL_SAFE_DIRECTORIES (``*`` trusts every folder).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +36,13 @@ DEFAULT_PRICES: dict[str, float] = {
     "gpu_hour": 2.50,
 }
 
+#: Seconds between heartbeats of a live run, and seconds of silence after which a run that
+#: still says "running" is taken as killed (its process died without ending it).
+DEFAULT_RUN_HEARTBEAT_INTERVAL = 30.0
+DEFAULT_RUN_TIMEOUT = 600.0
+
 _SETTING_KEYS = {"home", "db_url", "artifacts", "online_store", "system_metrics_interval",
-                 "prices"}
+                 "prices", "run_heartbeat_interval", "run_timeout"}
 
 
 @dataclass(frozen=True)
@@ -45,15 +58,87 @@ class Settings:
     #: The online feature store: a SQLite file, or a redis:// URL; None means
     #: ``<home>/online.db``.
     online_store: str | None = None
+    #: Seconds between heartbeats of a live run.
+    run_heartbeat_interval: float = DEFAULT_RUN_HEARTBEAT_INTERVAL
+    #: Seconds without a heartbeat after which a "running" run is marked killed.
+    run_timeout: float = DEFAULT_RUN_TIMEOUT
 
 
-def find_config_file(start: Path | None = None) -> Path | None:
-    """Return the nearest ``tidal.toml`` at or above ``start`` (default: the cwd)."""
+def _path_list(env: Mapping[str, str], name: str) -> list[str]:
+    """The absolute folders of a ``TIDAL_*`` variable that holds a list separated like PATH."""
+    entries = [entry for entry in env.get(name, "").split(os.pathsep) if entry]
+    for entry in entries:
+        if entry != "*" and not Path(entry).expanduser().is_absolute():
+            raise ConfigError(f"{name} holds {entry!r}, which is not an absolute path; give "
+                              f"absolute folders separated by {os.pathsep!r}", field=name)
+    return entries
+
+
+def check_owned(path: Path, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a config file or workspace folder that another user controls.
+
+    Like git's safe.directory: the owner must be the user running Tidal (root included), and
+    a config file must not be writable by every user, unless its folder (for a file) or the
+    folder itself is listed in TIDAL_SAFE_DIRECTORIES. Found on disk, such a file would let
+    its owner send this user's metrics, models and credentials to stores of their choosing.
+    """
+    if not hasattr(os, "geteuid"):  # no POSIX owners to compare (Windows)
+        return
+    env = os.environ if env is None else env
+    folder = path if path.is_dir() else path.parent
+    safe = _path_list(env, "TIDAL_SAFE_DIRECTORIES")
+    if "*" in safe or any(Path(entry).expanduser().resolve() == folder for entry in safe):
+        return
+    info = path.stat()
+    allow = (f"if you trust it, allow its folder with "
+             f"TIDAL_SAFE_DIRECTORIES={folder} (several folders separated by "
+             f"{os.pathsep!r}; '*' trusts every folder)")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path} belongs to another user (uid {info.st_uid}; you are uid {os.geteuid()}), "
+            f"so Tidal will not use it: whoever owns it would choose where your runs, models "
+            f"and data go; {allow}", field="TIDAL_SAFE_DIRECTORIES")
+    if not path.is_dir() and info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{path} can be changed by every user (mode {stat.filemode(info.st_mode)}), so "
+            f"Tidal will not use it; make it yours alone with: chmod o-w {path}; or {allow}",
+            field="TIDAL_SAFE_DIRECTORIES")
+
+
+def find_config_file(start: Path | None = None,
+                     env: Mapping[str, str] | None = None) -> Path | None:
+    """Return the nearest ``tidal.toml`` at or above ``start`` (default: the cwd).
+
+    The search never leaves the filesystem ``start`` is on (like git without
+    GIT_DISCOVERY_ACROSS_FILESYSTEM), ends at the user's home folder when it starts inside
+    it, and never goes up into a folder listed in TIDAL_CEILING_DIRECTORIES, so that a file
+    in a shared parent folder (``/tmp``, ``/home``, a mounted share) is never picked up. The
+    file found must pass :func:`check_owned`.
+    """
+    env = os.environ if env is None else env
     here = (start or Path.cwd()).resolve()
+    ceilings = {Path(entry).expanduser().resolve()
+                for entry in _path_list(env, "TIDAL_CEILING_DIRECTORIES")}
+    home_raw = env.get("HOME")
+    home = Path(home_raw).expanduser().resolve() if home_raw else None
+    try:
+        device = here.stat().st_dev
+    except OSError:  # the current folder was removed: nothing to find
+        return None
     for folder in (here, *here.parents):
+        if folder != here and folder in ceilings:
+            break
+        try:
+            if folder.stat().st_dev != device:
+                break
+        except OSError:
+            break
         candidate = folder / CONFIG_FILE
         if candidate.is_file():
+            check_owned(candidate, env)
             return candidate
+        if folder == home:
+            break
     return None
 
 
@@ -67,7 +152,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {sorted(unknown)}; accepted: {sorted(_SETTING_KEYS)}",
-            field=sorted(unknown)[0],
+            field=min(unknown),
         )
     return data
 
@@ -139,7 +224,7 @@ def resolve_settings(
     """
     env = os.environ if env is None else env
     base = cwd or Path.cwd()
-    config_path = find_config_file(base)
+    config_path = find_config_file(base, env)
     file_cfg = load_config_file(config_path) if config_path else {}
     file_dir = config_path.parent if config_path else base
 
@@ -165,6 +250,8 @@ def resolve_settings(
     home = Path(home_raw or DEFAULT_HOME).expanduser()
     if not home.is_absolute():
         home = (home_dir / home).resolve()
+    if home_raw is None and home.is_dir():  # ./.tidal found, not chosen: trusted like a config
+        check_owned(home, env)
 
     db_raw = db_raw or env.get("TIDAL_DB_URL") or from_file("db_url")
     db_url = normalize_db_url(db_raw, home) if db_raw else f"sqlite:///{home / 'tidal.db'}"
@@ -187,6 +274,7 @@ def resolve_settings(
     interval_raw = env.get("TIDAL_SYSTEM_METRICS_INTERVAL", file_cfg.get("system_metrics_interval"))
     interval = 10.0 if interval_raw is None else _float_setting(
         "system_metrics_interval", interval_raw)
+    heartbeat, timeout = _run_liveness(env, file_cfg)
 
     return Settings(
         home=home,
@@ -195,4 +283,28 @@ def resolve_settings(
         prices=_prices(file_cfg.get("prices"), env),
         system_metrics_interval=interval,
         online_store=online_raw,
+        run_heartbeat_interval=heartbeat,
+        run_timeout=timeout,
     )
+
+
+def _run_liveness(env: Mapping[str, str], file_cfg: Mapping[str, Any]) -> tuple[float, float]:
+    """The heartbeat interval and the run timeout; the timeout must leave room for several
+    heartbeats, or live runs would be taken for dead ones."""
+    values = []
+    for key, default in (("run_heartbeat_interval", DEFAULT_RUN_HEARTBEAT_INTERVAL),
+                         ("run_timeout", DEFAULT_RUN_TIMEOUT)):
+        variable = f"TIDAL_{key.upper()}"
+        raw = env.get(variable, file_cfg.get(key))
+        name = variable if variable in env else key
+        value = default if raw is None else _float_setting(name, raw)
+        if value <= 0:
+            raise ConfigError(f"{name} must be a number of seconds > 0, got {raw!r}", field=name)
+        values.append(value)
+    heartbeat, timeout = values
+    if timeout < 2 * heartbeat:
+        raise ConfigError(
+            f"run_timeout ({timeout:g} s) must be at least twice run_heartbeat_interval "
+            f"({heartbeat:g} s), or a live run could be marked killed between two heartbeats",
+            field="run_timeout")
+    return heartbeat, timeout
