@@ -13,6 +13,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from tidal.models.loaded import LoadedModel, load_version
 from tidal.models.registry import ModelVersion, get_version
 from tidal.models.signature import TensorSpec
 from tidal.serving.batching import Batcher
+from tidal.serving.crashmarks import CrashMarks
 from tidal.serving.endpoints import Endpoint
 from tidal.serving.inputs import Columns
 from tidal.store.workspace import Workspace
@@ -56,8 +58,10 @@ class ServedModel:
     def __init__(self, version: ModelVersion, loaded: LoadedModel, *, max_batch_size: int,
                  max_wait_ms: float, load_seconds: float,
                  on_batch: Callable[[ModelVersion, int], None] | None = None,
-                 on_outputs: Callable[[ModelVersion, list[Any]], None] | None = None) -> None:
+                 on_outputs: Callable[[ModelVersion, list[Any]], None] | None = None,
+                 marks: CrashMarks | None = None) -> None:
         self.version = version
+        self._marks = marks
         self.loaded = loaded
         self.load_seconds = load_seconds
         self.settings = (max_batch_size, max_wait_ms)
@@ -111,9 +115,15 @@ class ServedModel:
 
     def _predictor(self, method: str) -> Callable[[Sequence[Columns]], list[list[Any]]]:
         call = getattr(self.loaded, method)
+        marks, uri = self._marks, self.version.uri
 
         def predict_many(batch: Sequence[Columns]) -> list[list[Any]]:
-            rows = _to_list(call(self.model_input(batch)))
+            data = self.model_input(batch)
+            # Marked while the model runs: if it takes the process down, the supervisor
+            # knows which model did.
+            with marks.hold("predict", uri) if marks is not None else nullcontext():
+                output = call(data)
+            rows = _to_list(output)
             if self._on_outputs is not None and method == "predict":
                 self._on_outputs(self.version, rows)
             if len(batch) == 1:
@@ -200,9 +210,10 @@ def build_state(endpoint: Endpoint, ws: Workspace, *, trust: bool,
                 on_load: Callable[[ModelVersion, float], None] | None = None,
                 on_batch: Callable[[ModelVersion, int], None] | None = None,
                 on_outputs: Callable[[ModelVersion, list[Any]], None] | None = None,
-                ) -> EndpointState:
+                marks: CrashMarks | None = None) -> EndpointState:
     """A routing table for ``endpoint``, reusing models in ``held`` (by version id and batch
-    settings) and loading the others. Blocking: call it off the event loop."""
+    settings) and loading the others. Blocking: call it off the event loop. ``marks``: where
+    a supervised worker notes the model it is loading or running."""
     config = endpoint.config
     live_versions, shadow_versions = resolve(endpoint, ws)
 
@@ -211,11 +222,12 @@ def build_state(endpoint: Endpoint, ws: Workspace, *, trust: bool,
         model = held.get(key)
         if model is None:
             started = time.perf_counter()
-            loaded = load_version(version, trust=trust)
+            with marks.hold("load", version.uri) if marks is not None else nullcontext():
+                loaded = load_version(version, trust=trust)
             seconds = time.perf_counter() - started
             model = ServedModel(version, loaded, max_batch_size=config.max_batch_size,
                                 max_wait_ms=config.max_wait_ms, load_seconds=seconds,
-                                on_batch=on_batch, on_outputs=on_outputs)
+                                on_batch=on_batch, on_outputs=on_outputs, marks=marks)
             if on_load is not None:
                 on_load(version, seconds)
         return model

@@ -4,8 +4,18 @@ Listening sockets are made here, with TCP_NODELAY set so that every accepted con
 inherits it (uvicorn's own ``--workers`` leaves Nagle's algorithm on for its shared socket,
 which costs tens of milliseconds a request), and one per worker on the same port
 (SO_REUSEPORT), so the kernel spreads connections evenly. Workers are spawned processes, each
-loading the models itself; one that dies is replaced, and SIGTERM or Ctrl-C stops them all
-gracefully so their prediction logs are flushed.
+loading the models itself, and listening only once they are loaded (a worker that dies while
+loading takes no connection with it). SIGTERM or Ctrl-C stops them all gracefully so their
+prediction logs are flushed.
+
+A worker that dies is replaced, after a backoff that doubles while replacements keep dying
+soon after they start (capped, and jittered so that several servers on one host do not
+restart in step). The supervisor never gives up while a worker could serve: a death by a
+signal (a model's segfault, an OOM kill, a kill from outside) is attributed to the models the
+worker was running (``crashmarks``) and an endpoint whose model keeps crashing workers is
+quarantined (``quarantine``) while the others keep answering. Only workers that keep exiting
+with an error at start, every one of them, stop the server: that is a configuration that
+cannot serve (a model that refuses to load untrusted, a store that is not there).
 """
 
 from __future__ import annotations
@@ -15,26 +25,28 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tidal.cpus import available_cpus
 from tidal.errors import ConfigError, InvalidValueError
 from tidal.serving.app import ServerSettings, ServingApp
 from tidal.serving.endpoints import get_endpoint
+from tidal.serving.quarantine import (
+    DEFAULT_QUARANTINE_AFTER,
+    DEFAULT_QUARANTINE_WINDOW_S,
+    CrashLedger,
+    WorkerGuard,
+)
+from tidal.serving.supervisor import Supervisor
 from tidal.store.workspace import Workspace, current_workspace, open_workspace
 
 log = logging.getLogger("tidal.serving")
 
-#: A worker that exits this soon after starting failed to start (a model that cannot load).
-_STARTUP_S = 15.0
-_MAX_QUICK_FAILURES = 3
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 #: What the numerical libraries (OpenMP, OpenBLAS, MKL, Accelerate, numexpr) read, once, when
 #: they load, for the size of their thread pools.
@@ -48,6 +60,7 @@ class _WorkerSpec:
     artifacts: str
     settings: ServerSettings
     log_level: str
+    runtime_dir: str | None = None  # supervised: crash marks and the quarantine board
 
 
 def is_loopback(host: str) -> bool:
@@ -96,27 +109,36 @@ def bind_socket(host: str, port: int, *, listen: bool = True,
     return sock
 
 
-def _uvicorn_config(app: Any, log_level: str) -> Any:
+def _uvicorn_config(app: ServingApp, log_level: str) -> Any:
+    """uvicorn's settings for a worker, with the app's connection limits (ServerSettings)."""
     import importlib.util
 
     import uvicorn
 
+    from tidal.serving.protocol import protocol_class
+
+    limits = app.settings
     return uvicorn.Config(
         app, lifespan="on", access_log=False, log_level=log_level,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
-        # Longer than clients keep idle connections (httpx and requests: 5 s), so a client
-        # never reuses a connection at the instant the server closes it.
-        timeout_keep_alive=75, timeout_graceful_shutdown=10)
+        http=protocol_class(limits.header_timeout, limits.body_timeout),
+        timeout_keep_alive=limits.idle_timeout,
+        # uvicorn answers 503 once the open connections, the asking one included, reach
+        # this: one more, so that max_connections connections are served.
+        limit_concurrency=limits.max_connections + 1, timeout_graceful_shutdown=10)
 
 
 def _run_worker(where: socket.socket | tuple[str, int], spec: _WorkerSpec) -> None:
     """Serve on a socket, or on a socket of its own at (host, port) beside its siblings'."""
     import uvicorn
 
-    sock = where if isinstance(where, socket.socket) else bind_socket(*where, reuse_port=True)
+    # Bound but not listening: the server listens once the models are loaded, so that the
+    # kernel hands this worker no connection it could drop by dying while loading.
+    sock = where if isinstance(where, socket.socket) else bind_socket(*where, listen=False,
+                                                                      reuse_port=True)
     ws = open_workspace(spec.db_url, spec.artifacts)
-    app = ServingApp(ws, spec.settings)
+    guard = None if spec.runtime_dir is None else WorkerGuard(spec.runtime_dir)
+    app = ServingApp(ws, spec.settings, guard=guard)
     uvicorn.Server(_uvicorn_config(app, spec.log_level)).run(sockets=[sock])
 
 
@@ -150,15 +172,26 @@ def _thread_variables(threads: int) -> Iterator[None]:
 def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
           workers: int = 1, model_threads: int | None = None, token: str | None = None,
           settings: ServerSettings | None = None, workspace: Workspace | None = None,
-          log_level: str = "warning", announce: Callable[[str], None] | None = None) -> None:
+          log_level: str = "warning", announce: Callable[[str], None] | None = None,
+          quarantine_after: int = DEFAULT_QUARANTINE_AFTER,
+          quarantine_window: float = DEFAULT_QUARANTINE_WINDOW_S) -> None:
     """Serve ``endpoints`` (None: all of the workspace's, new ones included) until SIGTERM or
     Ctrl-C. Binding anything but a loopback address needs a bearer ``token``. ``announce``
     gets one line saying where the server listens, once the socket is bound.
     ``model_threads``: see ``model_threads_per_worker``; thread variables already set in the
-    environment are left as they are."""
+    environment are left as they are. With several workers, an endpoint whose model crashes
+    workers ``quarantine_after`` times within ``quarantine_window`` seconds is quarantined
+    (see ``tidal.serving.quarantine``)."""
     if type(workers) is not int or not 1 <= workers <= 64:
         raise InvalidValueError(f"workers must be an integer from 1 to 64, got {workers!r}",
                                 field="workers")
+    if type(quarantine_after) is not int or not 1 <= quarantine_after <= 1000:
+        raise InvalidValueError(f"quarantine after must be an integer from 1 to 1000 crashes, "
+                                f"got {quarantine_after!r}", field="quarantine_after")
+    if isinstance(quarantine_window, bool) or not isinstance(quarantine_window, int | float) \
+            or not 1 <= quarantine_window <= 7 * 86400:
+        raise InvalidValueError(f"the quarantine window must be from 1 to 604800 seconds, got "
+                                f"{quarantine_window!r}", field="quarantine_window")
     threads = model_threads_per_worker(workers, model_threads)
     if type(port) is not int or not 0 <= port <= 65535:
         raise InvalidValueError(f"port must be an integer from 0 to 65535, got {port!r}",
@@ -173,11 +206,7 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
     for name in endpoints or ():
         get_endpoint(name, workspace=ws)  # a typo fails here, not in every worker
     base = settings or ServerSettings()
-    settings = ServerSettings(
-        endpoints=tuple(endpoints) if endpoints else None, token=token,
-        max_body_bytes=base.max_body_bytes, reload_interval=base.reload_interval,
-        trust=base.trust, log_predictions=base.log_predictions,
-        trust_feature_code=base.trust_feature_code)
+    settings = replace(base, endpoints=tuple(endpoints) if endpoints else None, token=token)
     spec = _WorkerSpec(ws.settings.db_url, ws.settings.artifacts, settings, log_level)
     # Several workers each listen on a socket of their own (SO_REUSEPORT), so the kernel
     # spreads connections over them; with one shared socket, whichever worker is idle when
@@ -189,71 +218,39 @@ def serve(endpoints: list[str] | None = None, *, host: str = "127.0.0.1", port: 
                  "worker(s); Ctrl-C stops")
     try:
         with _thread_variables(threads):
-            _serve_on(sock, host, spec, workers)
+            if workers == 1:
+                _run_worker(sock, spec)
+            else:
+                _supervise((host, sock.getsockname()[1]), spec, workers, ws,
+                           CrashLedger(quarantine_after, float(quarantine_window)))
     finally:
         sock.close()
 
 
-def _serve_on(sock: socket.socket, host: str, spec: _WorkerSpec, workers: int) -> None:
-    if workers == 1:
-        _run_worker(sock, spec)
-        return
-    # Workers write their metrics to files here, so any of them can answer with the sum.
-    metrics_dir = tempfile.mkdtemp(prefix="tidal-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        _supervise((host, sock.getsockname()[1]), spec, workers)
-    finally:
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _supervise(address: tuple[str, int], spec: _WorkerSpec, count: int) -> None:
+def _supervise(address: tuple[str, int], spec: _WorkerSpec, count: int, ws: Workspace,
+               ledger: CrashLedger) -> None:
     from prometheus_client import multiprocess
 
+    # The server's runtime folder: the workers' crash marks, the quarantine board, and their
+    # metrics files (so any of them can answer /metrics with the sum).
+    runtime_dir = tempfile.mkdtemp(prefix="tidal-serve-")
+    metrics_dir = os.path.join(runtime_dir, "metrics")
+    os.mkdir(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    spec = replace(spec, runtime_dir=runtime_dir)
     context = multiprocessing.get_context("spawn")
-    stopping = False
 
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def start() -> tuple[Any, float]:
+    def spawn() -> Any:
         process = context.Process(target=_run_worker, args=(address, spec), daemon=False)
         process.start()
-        return process, time.monotonic()
+        return process
 
-    processes = [start() for _ in range(count)]
-    quick_failures = 0
     try:
-        while not stopping:
-            time.sleep(0.2)
-            for position, (process, started) in enumerate(processes):
-                if process.is_alive() or stopping:
-                    continue
-                multiprocess.mark_process_dead(process.pid)
-                if time.monotonic() - started < _STARTUP_S:
-                    quick_failures += 1
-                    if quick_failures >= _MAX_QUICK_FAILURES:
-                        raise ConfigError(f"server workers keep exiting at start (exit code "
-                                          f"{process.exitcode}); see the errors above",
-                                          field="serve")
-                else:
-                    quick_failures = 0
-                log.warning("worker %s exited with code %s; starting another", process.pid,
-                            process.exitcode)
-                processes[position] = start()
+        Supervisor(spawn, count, runtime_dir=runtime_dir, workspace=ws,
+                   endpoints=spec.settings.endpoints, ledger=ledger,
+                   lift_every_s=spec.settings.reload_interval,
+                   on_death=multiprocess.mark_process_dead).run()
     finally:
-        for process, _ in processes:
-            if process.is_alive():
-                process.terminate()
-        deadline = time.monotonic() + 20
-        for process, _ in processes:
-            process.join(max(0.1, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(5)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
