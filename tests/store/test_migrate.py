@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from tidal.data.schema import metadata as data_metadata
 from tidal.errors import SchemaVersionError
@@ -88,3 +88,41 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     with db.read() as conn:
         assert current_revision(conn) == HEAD_REVISION
     db.close()
+
+
+def _alembic(conn):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = conn
+    return config
+
+
+def test_0008_gives_existing_runs_a_heartbeat_and_downgrades(workspace):
+    """Runs stored before heartbeats existed get one (their end, else their start), so a run
+    left running by a process killed before the upgrade is found as killed afterwards."""
+    from alembic import command
+
+    import tidal
+
+    workspace.db.write(lambda conn: command.downgrade(_alembic(conn), "0007"))
+    columns = {c["name"] for c in inspect(workspace.db.engine).get_columns("runs")}
+    assert "heartbeat" not in columns
+
+    def seed(conn):
+        conn.execute(text("INSERT INTO experiments (id, name, created_at) VALUES ('e', 'old', 1)"))
+        for run_id, status, end in (("lost", "running", None), ("done", "finished", 5000)):
+            conn.execute(text(
+                "INSERT INTO runs (id, experiment_id, name, status, start_time, end_time) "
+                "VALUES (:id, 'e', :id, :status, 1000, :end)"),
+                {"id": run_id, "status": status, "end": end})
+
+    workspace.db.write(seed)
+    workspace.db.write(lambda conn: command.upgrade(_alembic(conn), "head"))
+    with workspace.db.read() as conn:
+        beats = dict(conn.execute(text("SELECT id, heartbeat FROM runs")).all())
+    assert beats == {"lost": 1000, "done": 5000}
+    lost = tidal.get_run("lost", workspace=workspace)
+    assert lost.status == "killed" and lost.end_time.timestamp() == 1.0
+    assert tidal.get_run("done", workspace=workspace).status == "finished"

@@ -16,7 +16,7 @@ from tidal.errors import SchemaVersionError
 from tidal.store.db import Database
 
 #: The newest revision under migrations/versions; a test checks it against Alembic's head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _PG_LOCK_KEY = 0x7469_6461_6C00  # "tidal" as a number: one advisory lock for migrations
 

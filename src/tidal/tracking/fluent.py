@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tidal.errors import InvalidValueError, NoActiveRunError
 from tidal.ids import new_id, now_ms
 from tidal.store.workspace import Workspace, current_workspace
-from tidal.tracking import environment, store
+from tidal.tracking import environment, liveness, store
 from tidal.tracking.run import ActiveRun, Run
 from tidal.tracking.store import RUNNING, ExperimentInfo
 from tidal.tracking.validation import check_key, check_params, check_tags
@@ -88,13 +88,16 @@ def start_run(
                                 f"seconds, got {system_metrics!r}", field="system_metrics")
 
     git = environment.git_state(os.getcwd())
+    experiment_id = experiment_id or store.get_or_create_experiment(ws, experiment)
+    started = now_ms()  # after the experiment: a run never starts before its experiment exists
     store.create_run(ws, {
         "id": run_id,
-        "experiment_id": experiment_id or store.get_or_create_experiment(ws, experiment),
+        "experiment_id": experiment_id,
         "parent_id": parent_id,
         "name": name,
         "status": RUNNING,
-        "start_time": now_ms(),
+        "start_time": started,
+        "heartbeat": started,
         "user": environment.user_name(),
         "host": environment.host_name(),
         "pid": os.getpid(),
@@ -169,9 +172,11 @@ def flush() -> None:
 
 
 def get_run(run_id: str, *, workspace: Workspace | None = None) -> Run:
-    """A stored run by id; unknown ids raise RunNotFoundError."""
+    """A stored run by id; unknown ids raise RunNotFoundError. Runs whose process died
+    without ending them are marked killed first (see tidal.tracking.liveness)."""
     ws = _workspace(workspace)
     flush_all()
+    liveness.mark_silent_runs_killed(ws)
     return Run.load(ws, run_id)
 
 
@@ -188,6 +193,7 @@ def search_runs(
 
     ws = _workspace(workspace)
     flush_all()
+    liveness.mark_silent_runs_killed(ws)
     return _search(ws, experiment, filter, order_by, limit)
 
 

@@ -153,6 +153,7 @@ class ActiveRun:
         self.parent_id = parent_id
         self.status = RUNNING
         self._writer = writer_for(ws)
+        self._writer.keep_alive(run_id)
         self._next_step: dict[str, int] = {}
         self._lock = threading.Lock()
         self._monitor = UsageMonitor(self._log_system, system_metrics_interval)
@@ -300,6 +301,7 @@ class ActiveRun:
                 return
             usage = self._monitor.stop()
             self.status = status
+        self._writer.let_go(self.id)
         flush_error: Exception | None = None
         try:
             self._writer.flush()

@@ -70,7 +70,11 @@ runs = Table(
     Column("peak_rss_bytes", BigInteger, nullable=True),
     Column("gpu_seconds", Float, nullable=True),
     Column("cost", Float, nullable=True),
+    # When the run's process last said it was alive (tidal.tracking.liveness); a "running" run
+    # silent for longer than the run timeout is marked killed. The index finds those.
+    Column("heartbeat", Millis, nullable=True),
     Index("ix_runs_experiment_id_start_time", "experiment_id", "start_time"),
+    Index("ix_runs_status_heartbeat", "status", "heartbeat"),
 )
 
 params = Table(

@@ -6,6 +6,9 @@ everything queued before it was called, in the calling thread, and raises if tha
 ``atexit`` hook flushes every writer, so no acknowledged point is lost on a normal exit. A
 failed batch stays queued and is tried again; a forked child drops its parent's queue (those
 points are the parent's to write).
+
+The same thread stamps the heartbeat of the live runs it was given (``keep_alive``) every
+``run_heartbeat_interval`` seconds, so a run's liveness costs no thread of its own.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import atexit
 import os
 import sys
 import threading
+import time
 import weakref
 
 from tidal.errors import StoreError
 from tidal.store.workspace import Workspace
+from tidal.tracking.liveness import beat
 from tidal.tracking.store import Point, write_points
 
 FLUSH_INTERVAL_S = 0.25
@@ -39,6 +44,8 @@ class MetricWriter:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self.last_error: BaseException | None = None
+        self._live: set[str] = set()  # runs of this process whose heartbeat this thread stamps
+        self._last_beat = time.monotonic()
         _writers.add(self)
 
     def add(self, point: Point) -> None:
@@ -49,6 +56,25 @@ class MetricWriter:
             self._start()
         if size >= MAX_BATCH:
             self._wake.set()
+
+    def keep_alive(self, run_id: str) -> None:
+        """Stamp this run's heartbeat from now on, until ``let_go``."""
+        with self._lock:
+            self._live.add(run_id)
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+
+    def let_go(self, run_id: str) -> None:
+        with self._lock:
+            self._live.discard(run_id)
+
+    def _beat_if_due(self) -> None:
+        if time.monotonic() - self._last_beat < self.ws.settings.run_heartbeat_interval:
+            return
+        with self._lock:
+            live = list(self._live)
+        self._last_beat = time.monotonic()
+        beat(self.ws, live)
 
     def _start(self) -> None:
         with self._lock:
@@ -67,6 +93,10 @@ class MetricWriter:
                 self._write_pending()
             except Exception as error:  # kept for flush() to raise; retried next round
                 self.last_error = error
+            try:
+                self._beat_if_due()
+            except Exception:  # a missed beat is retried next interval; the timeout allows it
+                pass
 
     def _write_pending(self) -> int:
         with self._io:
@@ -100,6 +130,7 @@ class MetricWriter:
 
     def _after_fork(self) -> None:
         self._buffer = []
+        self._live = set()  # the parent's runs are the parent's to keep alive
         self._thread = None
         self._lock = threading.Lock()
         self._io = threading.Lock()
