@@ -49,6 +49,7 @@ from tidal.serving.inputs import (
 from tidal.serving.metrics import ServingMetrics
 from tidal.serving.openapi import openapi_document
 from tidal.serving.prediction_log import PredictionLog, PredictionRecord
+from tidal.serving.quarantine import QuarantinedError, WorkerGuard
 from tidal.serving.runtime import EndpointState, RouteChoice, ServedModel, build_state, resolve
 from tidal.store.workspace import Workspace
 
@@ -110,10 +111,15 @@ def _error(error: TidalError) -> Response:
 class ServingApp:
     """An ASGI app over a workspace's endpoints; one per worker process."""
 
-    def __init__(self, workspace: Workspace, settings: ServerSettings | None = None) -> None:
+    def __init__(self, workspace: Workspace, settings: ServerSettings | None = None, *,
+                 guard: WorkerGuard | None = None) -> None:
+        """``guard``: a supervised worker's crash marks and quarantine board."""
         self.workspace = workspace
         self.settings = settings or ServerSettings()
         self.metrics = ServingMetrics()
+        self.guard = guard
+        if guard is not None:
+            self.metrics.registry.register(guard.collector())
         self.states: dict[str, EndpointState] = {}
         self._held: dict[tuple[str, int, float], ServedModel] = {}
         self._retiring: dict[int, ServedModel] = {}  # off every route, closed after a grace
@@ -193,7 +199,8 @@ class ServingApp:
         endpoints = [get_endpoint(n, workspace=self.workspace) for n in names] if names \
             else list_endpoints(workspace=self.workspace)
         for endpoint in endpoints:
-            self._install(self._build(endpoint))
+            if not self._quarantined(endpoint.name):  # never loaded: its load may crash
+                self._install(self._build(endpoint))
         if self.settings.log_predictions and self.prediction_log is None:
             self.prediction_log = PredictionLog(self.workspace)
             self.prediction_log.start()
@@ -212,7 +219,11 @@ class ServingApp:
             endpoint, self.workspace, trust=self.settings.trust, held=self._held,
             on_load=lambda v, s: metrics.load_seconds.labels(f"{v.name}/{v.version}").observe(s),
             on_batch=lambda v, rows: metrics.batch(f"{v.name}/{v.version}", rows),
-            on_outputs=lambda v, rows: metrics.outputs(f"{v.name}/{v.version}", rows))
+            on_outputs=lambda v, rows: metrics.outputs(f"{v.name}/{v.version}", rows),
+            marks=None if self.guard is None else self.guard.marks)
+
+    def _quarantined(self, name: str) -> bool:
+        return self.guard is not None and self.guard.quarantined(name) is not None
 
     def _install(self, state: EndpointState) -> None:
         """Swap in a routing table: one assignment, so a request sees the old or the new."""
@@ -255,6 +266,8 @@ class ServingApp:
             found = await asyncio.to_thread(list_endpoints, workspace=self.workspace)
             names = tuple(e.name for e in found)
         for name in names:
+            if self._quarantined(name):  # until the supervisor lifts it, nothing is loaded
+                continue
             state = self.states.get(name)
             revision = await asyncio.to_thread(current_revision, name, workspace=self.workspace)
             if revision is None:
@@ -311,6 +324,9 @@ class ServingApp:
                 from None
 
     def _state(self, name: str) -> EndpointState:
+        quarantine = None if self.guard is None else self.guard.quarantined(name)
+        if quarantine is not None:
+            raise QuarantinedError(quarantine.message(), field="endpoint")
         state = self.states.get(name)
         if state is None:
             if not self._ready:
