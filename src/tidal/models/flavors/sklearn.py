@@ -14,14 +14,15 @@ from typing import Any
 
 from tidal.models.flavors.base import Flavor, ModelFiles, from_module
 from tidal.models.flavors.pickled import UntrustedModelError
+from tidal.models.flavors.sklearn_trees import check_trees
 
 FILE = "model.skops"
 
 #: Types skops leaves out of its defaults that Tidal trusts. ``Tree`` (every tree and forest)
 #: and ``TreePredictor`` (histogram gradient boosting) hold tree nodes; skops distrusts them
-#: because a crafted file can make predict read out of bounds (a crash, not code execution).
-#: A Tidal blob is verified against the digest in the metadata store, so crafting one takes
-#: write access to both stores. ``numpy.dtype`` is data, as estimators keep their input dtype.
+#: because a crafted file can make predict read out of bounds (a crash, not code execution),
+#: so every loaded model's trees are checked (:mod:`.sklearn_trees`) before it is returned.
+#: ``numpy.dtype`` is data, as estimators keep their input dtype.
 TRUSTED_TYPES = frozenset({
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -49,19 +50,11 @@ class SklearnFlavor(Flavor):
         skops_io = self.import_library("skops.io")
         data = files.read_bytes(FILE)
         if trust:
-            return skops_io.loads(data, trusted=skops_io.get_untrusted_types(data=data))
-        from skops.io.exceptions import UntrustedTypesFoundException
-
-        try:  # one pass over the file: skops audits every type before it builds anything
-            return skops_io.loads(data, trusted=sorted(TRUSTED_TYPES))
-        except UntrustedTypesFoundException:
-            unknown = sorted(t for t in skops_io.get_untrusted_types(data=data)
-                             if t not in TRUSTED_TYPES)
-        raise UntrustedModelError(
-            f"the stored scikit-learn model uses types outside Tidal's trusted list: "
-            f"{', '.join(unknown)}; rebuilding them can run their code. Load it with "
-            "trust=True (Python) / --trust (CLI) only if you trust where it came from",
-            field="trust")
+            model = skops_io.loads(data, trusted=skops_io.get_untrusted_types(data=data))
+        else:
+            model = _load_trusted(skops_io, data)
+        check_trees(model)  # trusting Tree and TreePredictor is safe only once they are checked
+        return model
 
     def predict(self, model: Any, data: Any) -> Any:
         return model.predict(data)
@@ -73,3 +66,19 @@ class SklearnFlavor(Flavor):
 
     def has_predict_proba(self, model: Any) -> bool:
         return hasattr(model, "predict_proba")
+
+
+def _load_trusted(skops_io: Any, data: bytes) -> Any:
+    """Rebuild the model if it uses only Tidal's trusted types; refuse it, naming the others."""
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:  # one pass over the file: skops audits every type before it builds anything
+        return skops_io.loads(data, trusted=sorted(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        unknown = sorted(t for t in skops_io.get_untrusted_types(data=data)
+                         if t not in TRUSTED_TYPES)
+    raise UntrustedModelError(
+        f"the stored scikit-learn model uses types outside Tidal's trusted list: "
+        f"{', '.join(unknown)}; rebuilding them can run their code. Load it with "
+        "trust=True (Python) / --trust (CLI) only if you trust where it came from",
+        field="trust")
