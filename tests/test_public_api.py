@@ -11,7 +11,7 @@ EXPECTED = [
     "ActiveRun", "Run", "TidalError", "Workspace", "__version__", "active_run", "datasets",
     "end_run",
     "features",
-    "flush", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
+    "flush", "gc", "get_run", "list_experiments", "log_artifact", "log_artifacts", "log_metric",
     "log_metrics", "log_param", "log_params", "loop", "models", "monitoring", "pipeline",
     "search_runs", "serving",
     "set_tag", "set_tags", "start_run", "step", "tune", "workspace",

@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "pipeline": "tidal.pipelines.graph",
     "step": "tidal.pipelines.step",
     "tune": "tidal.pipelines.tune",
+    # maintenance
+    "gc": "tidal.loop.garbage",
     # errors
     "TidalError": "tidal.errors",
 }
@@ -62,6 +64,7 @@ __all__ = [
     "end_run",
     "features",
     "flush",
+    "gc",
     "get_run",
     "list_experiments",
     "log_artifact",
@@ -92,6 +95,7 @@ if TYPE_CHECKING:
     import tidal.serving as serving
     from tidal.data import api as datasets
     from tidal.errors import TidalError
+    from tidal.loop.garbage import gc
     from tidal.pipelines.graph import pipeline
     from tidal.pipelines.step import step
     from tidal.pipelines.tune import tune

@@ -19,6 +19,7 @@ from tidal.cli import (
     demo,
     experiments,
     features,
+    gc,
     loop,
     models,
     monitoring,
@@ -66,6 +67,7 @@ app.command("scheduler")(scheduler.scheduler)
 app.command("deploy")(serving.deploy)
 app.command("serve")(serving.serve)
 app.command("predict")(predict.predict)
+app.command("gc")(gc.gc)
 
 
 def _version(value: bool) -> None:

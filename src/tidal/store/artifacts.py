@@ -9,6 +9,10 @@ already all-or-nothing. Every read re-hashes the bytes and refuses a mismatch.
 Beside the blobs, plain files live at relative paths (``write_file``, ``list_files``,
 ``read_file``) for data that grows by appending files to folders, such as prediction logs;
 they are written with the same all-or-nothing guarantee.
+
+Storing bytes that are already stored refreshes the blob's modification time, and garbage
+collection (tidal.store.gc) only removes blobs and temporary files older than its grace
+period, so a blob that a writer is about to reference is never collected under it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +31,7 @@ from tidal.errors import (
     ArtifactNotFoundError,
     ConfigError,
     InvalidArtifactNameError,
+    StoreError,
     missing_dependency,
 )
 from tidal.ids import digest_stream, format_digest, hasher, split_digest
@@ -35,6 +42,7 @@ MAX_ARTIFACT_PATH = 1024
 _ENCODED_ESCAPE = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 # Top-level folders of the blobs and of local temporary files: plain files may not go there.
 _RESERVED = frozenset({"blobs", "tmp"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,16 @@ class Blob:
 
     digest: str
     size: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A blob or temporary file as listed for garbage collection: its name (a blob's digest,
+    a temporary file's name under ``tmp/``), size and modification time (epoch seconds)."""
+
+    name: str
+    size: int
+    modified: float
 
 
 def clean_artifact_path(name: str, *, field: str = "artifact name") -> str:
@@ -119,15 +137,15 @@ class ArtifactStore:
     # -- writes ------------------------------------------------------------------------------
 
     def put_file(self, source: str | os.PathLike[str]) -> Blob:
-        """Store a local file's bytes and return its blob; storing the same bytes twice is free."""
+        """Store a local file's bytes and return its blob; the same bytes twice are one blob."""
         if self.is_local:
             with open(source, "rb") as stream:
                 return self._put_local(stream)
         with open(source, "rb") as stream:
             digest, size = digest_stream(stream)
-        path = self._blob_path(digest)
-        if not self._fs.exists(path):
-            self._fs.put_file(os.fspath(source), path)
+        # uploaded even when present: one PUT is all-or-nothing and refreshes the modification
+        # time that garbage collection's grace period reads (see the module docstring)
+        self._fs.put_file(os.fspath(source), self._blob_path(digest))
         return Blob(digest, size)
 
     def put_bytes(self, data: bytes) -> Blob:
@@ -138,9 +156,7 @@ class ArtifactStore:
         h = hasher()
         h.update(data)
         blob = Blob(format_digest(h.hexdigest()), len(data))
-        path = self._blob_path(blob.digest)
-        if not self._fs.exists(path):
-            self._fs.pipe_file(path, data)
+        self._fs.pipe_file(self._blob_path(blob.digest), data)  # even when present: as above
         return blob
 
     def _put_local(self, stream: BinaryIO) -> Blob:
@@ -159,9 +175,10 @@ class ArtifactStore:
                 os.fsync(out.fileno())
             digest = format_digest(h.hexdigest())
             final = Path(self._blob_path(digest))
-            if final.exists():
+            try:
+                os.utime(final)  # already stored: refresh it, so gc's grace period covers it
                 os.unlink(tmp_name)
-            else:
+            except FileNotFoundError:  # not stored, or collected just now: store it
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_name, final)
         except BaseException:
@@ -315,12 +332,115 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"file {path!r} is missing from {self.url}") from None
 
+    # -- garbage collection -------------------------------------------------------------------
+    # What tidal.store.gc needs: list what is stored with its age, and remove one thing only
+    # if it is still old at the moment of removal.
+
+    def list_blobs(self) -> Iterator[StoredFile]:
+        """Every stored blob (name: its digest), in no particular order."""
+        folder = f"{self._root}/blobs"
+        if self.is_local:
+            for parent, _, names in os.walk(folder):
+                for name in names:
+                    if not _HEX64.fullmatch(name):
+                        continue
+                    try:
+                        info = os.stat(os.path.join(parent, name))
+                    except FileNotFoundError:  # removed since the folder was read
+                        continue
+                    yield StoredFile(format_digest(name), info.st_size, info.st_mtime)
+            return
+        self._forget_listings(folder)
+        try:
+            found = self._fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return
+        for path, info in found.items():
+            name = path.rsplit("/", 1)[-1]
+            if _HEX64.fullmatch(name) and info.get("type") != "directory":
+                yield StoredFile(format_digest(name), int(info.get("size") or 0),
+                                 _modified(info))
+
+    def list_temporary(self) -> Iterator[StoredFile]:
+        """Files under ``tmp/``: writes in progress, or left by writers that were killed.
+        Object stores have none (a PUT is never half-visible)."""
+        if not self.is_local:
+            return
+        folder = Path(self._root, "tmp")
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                yield StoredFile(entry.name, info.st_size, info.st_mtime)
+
+    def discard_blob(self, digest: str, older_than: float) -> bool:
+        """Remove a blob unless it was modified at or after ``older_than`` (epoch seconds),
+        checked at the moment of removal; True when it was removed.
+
+        Locally the blob is first renamed away (atomic), then checked: a writer that stored
+        the same bytes just before sees a fresh time and the blob is put back, one that comes
+        just after finds no blob and stores it again.
+        """
+        path = self._blob_path(digest)
+        if not self.is_local:
+            try:
+                if _modified(self._fs.info(path)) >= older_than:
+                    return False
+                self._fs.rm_file(path)
+            except FileNotFoundError:
+                return False
+            return True
+        tmp_dir = Path(self._root, "tmp")
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        doomed = tmp_dir / f"{split_digest(digest)}.{uuid.uuid4().hex[:8]}.gc"
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return False
+        if os.stat(doomed).st_mtime >= older_than:
+            os.replace(doomed, path)  # the same bytes as anything a writer put there since
+            return False
+        doomed.unlink()
+        return True
+
+    def discard_temporary(self, name: str, older_than: float) -> bool:
+        """Remove the file ``tmp/<name>`` unless it was modified at or after ``older_than``."""
+        if not self.is_local or "/" in name or name in ("", ".", ".."):
+            return False
+        path = Path(self._root, "tmp", name)
+        try:
+            if path.stat().st_mtime >= older_than:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def delete(self, digest: str) -> None:
         path = self._blob_path(digest)
         if self.is_local:
             Path(path).unlink(missing_ok=True)
         elif self._fs.exists(path):
             self._fs.rm_file(path)
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """An fsspec entry's modification time in epoch seconds (S3 names it LastModified)."""
+    value = info.get("LastModified", info.get("mtime", info.get("updated")))
+    if value is None:
+        raise StoreError(f"the artifact store lists no modification time for "
+                         f"{info.get('name')!r} (only {sorted(info)}); garbage collection "
+                         "needs one to leave fresh blobs alone")
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    if isinstance(value, str):
+        from datetime import datetime
+
+        return datetime.fromisoformat(value).timestamp()
+    return float(value)
 
 
 def _fsync_dir(folder: str) -> None:

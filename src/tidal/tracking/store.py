@@ -257,6 +257,12 @@ def list_artifacts(ws: Workspace, run_id: str) -> list[tuple[str, str, int]]:
             .where(artifacts.c.run_id == run_id).order_by(artifacts.c.path))]
 
 
+def artifact_digests(ws: Workspace) -> set[str]:
+    """Digests of every run's artifacts: the blobs tracking needs garbage collection to keep."""
+    with ws.db.read() as conn:
+        return set(conn.execute(select(artifacts.c.digest).distinct()).scalars())
+
+
 def count_points(ws: Workspace, run_ids: Sequence[str] | None = None) -> int:
     query = select(func.count()).select_from(metrics)
     if run_ids is not None:
