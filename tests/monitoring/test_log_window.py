@@ -119,3 +119,17 @@ def test_a_bad_endpoint_name_is_refused(tmp_path):
     tidal.workspace(tmp_path / "ws")
     with pytest.raises(InvalidValueError, match="endpoint name"):
         read_window("../etc")
+
+
+def test_labels_the_answers_cannot_be_compared_with_are_kept_out_of_labelled(workspace):
+    """A string label for a model of numbers, an object, a list on one row: counted in
+    invalid_labels, never in labelled (which performance triggers and retraining read)."""
+    from tests.monitoring.test_performance import write_feedback_as_an_attacker
+
+    write_log(workspace, [answer(f"r{i}", BASE + i, outputs=[1]) for i in range(5)])
+    write_feedback_as_an_attacker(workspace, {"r0": "1", "r1": "0", "r2": '"yes"',
+                                              "r3": '{"a": 1}', "r4": "[1, 0]"})
+    window = read_window("ctr")
+    assert list(window.labelled["request_id"]) == ["r0", "r1"]
+    assert list(window.invalid_labels["request_id"]) == ["r2", "r3", "r4"]
+    assert list(window.meta["label"][:2]) == [1, 0]  # the meta keeps what was sent

@@ -155,8 +155,8 @@ def test_tumbling_time_windows_end_at_the_log_windows_end():
                                by=())
     assert list(frame.columns) == [
         "window", "start", "end", "requests", "rows", "errors", "error_rate",
-        "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "labelled", "accuracy",
-        "recall"]
+        "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "labelled", "invalid_labels",
+        "accuracy", "recall"]
     assert list(frame["window"]) == [0, 1, 2]
     assert list(frame["start"]) == [T0 + timedelta(minutes=m) for m in (0, 20, 40)]
     assert list(frame["end"]) == [T0 + timedelta(minutes=m) for m in (20, 40, 60)]
@@ -248,7 +248,7 @@ def test_figures_per_route_and_version_from_a_real_log(workspace):
 def test_an_empty_window_gives_an_empty_frame_with_the_columns(workspace):
     frame = performance("quiet", last=timedelta(hours=1), size=timedelta(minutes=5),
                         metrics=["mae"])
-    assert frame.empty and list(frame.columns)[-3:] == ["latency_p99_ms", "labelled", "mae"]
+    assert frame.empty and list(frame.columns)[-3:] == ["labelled", "invalid_labels", "mae"]
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -272,3 +272,34 @@ def test_bad_arguments_are_refused(kwargs, field):
     with pytest.raises(InvalidValueError) as caught:
         performance(window(rows), **kwargs)
     assert caught.value.field == field
+
+
+def write_feedback_as_an_attacker(workspace, labels: dict[str, str]) -> None:
+    """Labels (as JSON text) written straight into the feedback store, past every check, as
+    someone with write access to the artifact store could."""
+    import pyarrow as pa
+
+    from tidal.serving.feedback import FEEDBACK_FOLDER, SCHEMA
+    from tidal.serving.prediction_log import partition, write_parquet
+
+    stamp = BASE + 3_600_000
+    table = pa.table({"request_id": list(labels), "label": list(labels.values()),
+                      "timestamp": [stamp] * len(labels)}, schema=SCHEMA)
+    write_parquet(workspace.artifacts,
+                  f"{partition(FEEDBACK_FOLDER, 'ctr', stamp // 3_600_000)}/x.parquet", table)
+
+
+def test_a_label_that_cannot_be_compared_is_counted_and_left_out_never_nan(workspace):
+    records = [answer(f"q{i}", BASE + i * 1000, outputs=[i % 2]) for i in range(10)]
+    records.append(answer("pair", BASE + 20_000, outputs=[1, 0]))
+    write_log(workspace, records)
+    labels = {f"q{i}": "1" if i % 2 else "0" for i in range(8)}  # 8 right answers
+    labels.update({"q8": '"yes"', "q9": "[1, 0]", "pair": "[1, 0, 1]"})
+    write_feedback_as_an_attacker(workspace, labels)
+    frame = performance("ctr", metrics=["accuracy", "f1"], by=())
+    assert frame["accuracy"].tolist() == [1.0] and frame["f1"].tolist() == [1.0]
+    assert frame["labelled"].tolist() == [8]
+    # "yes", a list on a one-row answer, and a list of 3 labels for a request of 2 rows.
+    assert frame["invalid_labels"].tolist() == [4]
+    picked = performance("ctr", by=())  # metrics picked by the valid labels: classification
+    assert picked["accuracy"].tolist() == [1.0]

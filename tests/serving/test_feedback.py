@@ -144,3 +144,149 @@ def test_bad_feedback_is_refused_and_nothing_is_written(tmp_path, endpoint, item
         record_feedback(endpoint, items)
     assert error.value.field == field
     assert ws.artifacts.list_files("feedback") == []
+
+
+# -- feedback over HTTP: only for answers a server gave, with labels the models can be judged by
+
+
+def _answer(running, frame, rows: int = 1, **body) -> dict:
+    from tests.serving.conftest import records
+
+    response = running.post("/predict/ctr", json={"records": records(frame.head(rows)), **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_feedback_for_an_id_no_server_issued_is_refused(ctr, serve, workspace):
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    tidal.serving.deploy("other", {"models:/ctr/1": 100})
+    running = serve(workspace)
+    real = _answer(running, ctr["frame"])["request_id"]
+    forged = [real[:-1] + ("0" if real[-1] != "0" else "1"), "never-answered",
+              "0" * 24 + ".1-" + "0" * 32]
+    for request_id in forged:
+        refused = running.post("/feedback/ctr", json={"feedback": [
+            {"request_id": real, "label": 1}, {"request_id": request_id, "label": 0}]})
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["field"] == "items[1].request_id"
+        assert "not an id this server gave an answer of 'ctr'" in refused.json()["error"]
+    # An id is bound to its endpoint.
+    elsewhere = running.post("/feedback/other", json={"feedback": [
+        {"request_id": real, "label": 1}]})
+    assert elsewhere.status_code == 404 and elsewhere.json()["field"] == "items[0].request_id"
+    assert read_feedback("ctr", workspace=workspace).empty  # nothing of a refused call is kept
+    accepted = running.post("/feedback/ctr", json={"feedback": [{"request_id": real,
+                                                                 "label": 1}]})
+    assert accepted.status_code == 200 and accepted.json()["recorded"] == 1
+
+
+def test_another_server_of_the_workspace_accepts_an_id_before_the_log_is_written(
+        ctr, serve, workspace):
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    answering, other = serve(workspace), serve(workspace)
+    request_id = _answer(answering, ctr["frame"])["request_id"]
+    assert read_prediction_log_ids(workspace) == []  # the answer is not in the log yet
+    sent = other.post("/feedback/ctr", json={"feedback": [{"request_id": request_id,
+                                                           "label": 0}]})
+    assert sent.status_code == 200, sent.text
+
+
+def read_prediction_log_ids(workspace) -> list[str]:
+    from tidal.serving.prediction_log import read_prediction_log
+
+    return list(read_prediction_log("ctr", workspace=workspace)["request_id"])
+
+
+def test_a_client_id_is_echoed_and_logged_but_never_shared_by_two_answers(ctr, serve,
+                                                                           workspace):
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    running = serve(workspace)
+    first = _answer(running, ctr["frame"], id="dup")
+    second = _answer(running, ctr["frame"], id="dup")
+    assert first["id"] == second["id"] == "dup"
+    assert first["request_id"] != second["request_id"]
+    assert "dup" not in (first["request_id"], second["request_id"])
+    running.app.prediction_log.flush()
+    log = tidal.serving.read_prediction_log("ctr", workspace=workspace)
+    assert log["request_id"].is_unique and len(log) == 2
+    assert list(log["client_id"]) == ["dup", "dup"]
+    assert sorted(log["request_id"]) == sorted([first["request_id"], second["request_id"]])
+
+
+@pytest.mark.parametrize(("label", "rows", "expected"), [
+    ("yes", 1, "an integer class label"),
+    ([1, 0], 1, "an integer class label"),
+    (True, 1, "an integer class label"),
+    (0.5, 1, "an integer class label"),
+    ({"class": 1}, 1, "an integer class label"),
+    ([1, 0], 3, "or a list of 3 such labels"),
+    ([1, "no", 0], 3, "or a list of 3 such labels"),
+])
+def test_a_label_of_the_wrong_type_or_shape_is_refused(ctr, serve, workspace, label, rows,
+                                                       expected):
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    running = serve(workspace)
+    request_id = _answer(running, ctr["frame"], rows)["request_id"]
+    refused = running.post("/feedback/ctr", json={"feedback": [{"request_id": request_id,
+                                                               "label": label}]})
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["field"] == "items[0].label" and expected in body["error"]
+    assert "int64" in body["error"]
+    # The Python API refuses it the same way.
+    with pytest.raises(InvalidValueError, match=expected) as error:
+        record_feedback("ctr", [{"request_id": request_id, "label": label}],
+                        workspace=workspace)
+    assert error.value.status_code == 422 and error.value.field == "items[0].label"
+    assert read_feedback("ctr", workspace=workspace).empty
+
+
+def test_labels_of_the_model_type_are_taken_one_or_one_a_row(ctr, serve, workspace):
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    running = serve(workspace)
+    one = _answer(running, ctr["frame"])["request_id"]
+    three = _answer(running, ctr["frame"], 3)["request_id"]
+    sent = running.post("/feedback/ctr", json={"feedback": [
+        {"request_id": one, "label": 1}, {"request_id": three, "label": [1, 0, 1]},
+        {"request_id": three, "label": 0}, {"request_id": one, "label": 1.0}]})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["recorded"] == 4
+
+
+def test_a_regressor_takes_finite_numbers_only(workspace, serve):
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(40, 2)), columns=["a", "b"])
+    model = LinearRegression().fit(frame, frame.a * 2.0)
+    tidal.models.register("lin", model, input_example=frame.head(5), run=False)
+    tidal.serving.deploy("lin", {"models:/lin/1": 100})
+    running = serve(workspace)
+    answer = running.post("/predict/lin", json={"records": [{"a": 0.5, "b": 1.0}]}).json()
+    rid = answer["request_id"]
+    for bad in ("3.2", True, [1.0, 2.0]):
+        refused = running.post("/feedback/lin", json={"feedback": [{"request_id": rid,
+                                                                   "label": bad}]})
+        assert refused.status_code == 422 and "a finite number" in refused.json()["error"]
+    # JSON has no infinity; Python's float('inf') is refused before it is stored.
+    with pytest.raises(InvalidValueError, match="missing, null or NaN"):
+        record_feedback("lin", [{"request_id": rid, "label": float("inf")}])
+    assert running.post("/feedback/lin", json={"feedback": [{"request_id": rid,
+                                                             "label": 1.25}]}).status_code == 200
+
+
+def test_labels_imported_with_ids_from_the_log_still_go_in(ctr, serve, workspace):
+    """A backfill through the Python API, with the ids the log holds and the time the labels
+    became known."""
+    tidal.serving.deploy("ctr", {"models:/ctr/1": 100})
+    running = serve(workspace)
+    for _ in range(3):
+        _answer(running, ctr["frame"])
+    running.app.prediction_log.flush()
+    ids = read_prediction_log_ids(workspace)
+    known = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    assert record_feedback("ctr", [{"request_id": rid, "label": 1} for rid in ids],
+                           at=known, workspace=workspace) == 3
+    with pytest.raises(InvalidValueError, match="an integer class label"):
+        record_feedback("ctr", [{"request_id": ids[0], "label": "yes"}], at=known,
+                        workspace=workspace)

@@ -87,10 +87,12 @@ def test_simple_protocol_records_and_columns_answer_like_the_model(ctr, serve, w
     assert by_records.headers["x-request-id"] == body["request_id"]
     columns = {name: [r[name] for r in records(frame)] for name in frame.columns}
     by_columns = running.post("/predict/ctr", json={"columns": columns, "id": "req-42"}).json()
-    assert by_columns["predictions"] == expected and by_columns["request_id"] == "req-42"
+    # A client's id is echoed back as a correlation field; the request id is the server's.
+    assert by_columns["predictions"] == expected and by_columns["id"] == "req-42"
+    assert by_columns["request_id"] not in ("req-42", body["request_id"])
     header_id = running.post("/predict/ctr", json={"records": records(frame.head(1))},
                              headers={"X-Request-ID": "from-header"}).json()
-    assert header_id["request_id"] == "from-header"
+    assert header_id["id"] == "from-header" and header_id["request_id"] != "from-header"
 
 
 def test_batching_coalesces_concurrent_requests_without_changing_answers(ctr, serve, workspace):

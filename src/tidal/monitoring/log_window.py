@@ -5,12 +5,21 @@ The prediction log keeps each request's inputs and outputs as JSON text (request
 shape and size); monitoring needs columns. A request of n rows becomes n rows here, each
 carrying its request's id, time, route and version, its own output and, when feedback came,
 its own label (a request of several rows is labelled with a list of as many labels).
+
+A label the answers cannot be compared with (a string where the model answers numbers, a list
+left on one row, whatever got into the feedback store past its checks) is left out of
+``labelled`` and counted in ``invalid_labels``: one bad label must never turn a window's
+metrics into NaN or reach a retraining set.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from tidal.errors import InvalidValueError
@@ -37,14 +46,61 @@ class LogWindow:
     inputs: pd.DataFrame
     meta: pd.DataFrame
 
+    @cached_property
+    def _labels(self) -> tuple[Any, Any]:
+        """(answered rows with a label, which of those labels can be compared)."""
+        import numpy as np
+
+        meta = self.meta
+        answered = (meta["label"].notna() & meta["error"].isna()).to_numpy()
+        comparable = np.zeros(len(meta), dtype=bool)
+        comparable[answered] = comparable_labels(meta["label"][answered].tolist(),
+                                                 meta["prediction"][answered].tolist())
+        return answered, comparable
+
     @property
     def labelled(self) -> pd.DataFrame:
-        """``meta`` rows that have a label and an answer (failed requests have none)."""
-        meta = self.meta
-        return meta[meta["label"].notna() & meta["error"].isna()]
+        """``meta`` rows that have an answer (failed requests have none) and a label it can
+        be compared with."""
+        answered, comparable = self._labels
+        return self.meta[answered & comparable]
+
+    @property
+    def invalid_labels(self) -> pd.DataFrame:
+        """``meta`` rows with an answer and a label it cannot be compared with."""
+        answered, comparable = self._labels
+        return self.meta[answered & ~comparable]
 
     def __len__(self) -> int:
         return len(self.meta)
+
+
+def unwrap(value: Any) -> Any:
+    """A one-element list (a regressor's 2-D output row) as its element."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def _kind(value: Any) -> str | None:
+    """"number" or "string" for a scalar one row's answer can be compared with, else None."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool | int) or (isinstance(value, float) and not math.isnan(value)):
+        return "number"
+    return None
+
+
+def comparable_labels(labels: Sequence[Any], predictions: Sequence[Any]) -> list[bool]:
+    """Which labels can be compared with their rows' answers: a number or a string (never a
+    list, an object or NaN), of the kind the answers are (numbers for numbers, strings for
+    strings); where the answers are probability rows, of the labels' most common kind."""
+    kinds = [_kind(label) for label in labels]
+    answers = {_kind(unwrap(p)) for p in predictions if p is not None}
+    if len(answers) == 1 and None not in answers:
+        expected = answers.pop()
+    else:
+        counts = Counter(kind for kind in kinds if kind is not None)
+        expected = max(("number", "string"), key=lambda kind: counts[kind])
+    return [kind == expected for kind in kinds]
 
 
 def _bounds(start: datetime | None, end: datetime | None,

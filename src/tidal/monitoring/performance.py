@@ -11,6 +11,9 @@ latency percentiles (over requests, not rows: a request's rows share one latency
 rows whose label came back, model metrics. A metric that a window cannot support (AUC with one
 class, precision with no positive prediction, r2 on one row) is NaN there, as NannyML does,
 because one thin window must not break a report over many.
+Labels the answers cannot be compared with (see ``log_window.comparable_labels``) are left out
+of the metrics and counted per window in ``invalid_labels``: one bad label in the feedback
+store never blanks a metric.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.errors import InvalidValueError
 from tidal.models.gates import METRICS
-from tidal.monitoring.log_window import LogWindow, read_window
+from tidal.monitoring.log_window import LogWindow, comparable_labels, read_window, unwrap
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,11 +73,6 @@ def _missing(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _unwrap(value: Any) -> Any:
-    """A one-element list (a regressor's 2-D output row) as its element."""
-    return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
 def _key(label: Any) -> str:
@@ -230,7 +228,7 @@ def _compute(metric: str, truth: list[Any], predictions: list[Any],
 def _metric(metric: str, truth: list[Any], predictions: list[Any],
             classes: Sequence[Any] | None) -> float:
     """A checked metric on paired values; NaN when the values cannot give it."""
-    pairs = [(t, _unwrap(p)) for t, p in zip(truth, predictions, strict=True)
+    pairs = [(t, unwrap(p)) for t, p in zip(truth, predictions, strict=True)
              if not _missing(t) and not _missing(p)]
     if not pairs:
         return _NAN
@@ -273,7 +271,7 @@ def default_metrics(truth: Sequence[Any], predictions: Sequence[Any]) -> list[st
         return []
     numbers = all(_is_number(t) for t in values)
     fractional = any(not float(t).is_integer() for t in values) if numbers else False
-    answers = [_unwrap(p) for p in predictions if not _missing(p)]
+    answers = [unwrap(p) for p in predictions if not _missing(p)]
     scores = [p for p in answers if _is_number(p) and not float(p).is_integer()]
     if numbers and (fractional or any(not 0 <= p <= 1 for p in scores)):
         return list(REGRESSION_METRICS)
@@ -369,7 +367,7 @@ def _count_windows(sequence: np.ndarray, stamps: np.ndarray, size: int, step: in
 def _columns(by: Sequence[str], metrics: list[str]) -> list[str]:
     latency = [f"latency_p{q}_ms" for q in LATENCY_QUANTILES]
     return ["window", "start", "end", *by, "requests", "rows", "errors", "error_rate", *latency,
-            "labelled", *metrics]
+            "labelled", "invalid_labels", *metrics]
 
 
 def _figures(rows: pd.DataFrame, metrics: list[str], classes: Sequence[Any] | None
@@ -382,13 +380,14 @@ def _figures(rows: pd.DataFrame, metrics: list[str], classes: Sequence[Any] | No
     latency = latency[~np.isnan(latency)]
     quantiles = (np.percentile(latency, LATENCY_QUANTILES) if len(latency)
                  else [_NAN] * len(LATENCY_QUANTILES))
+    invalid = rows["_invalid"].to_numpy() & ~failed
     labelled = rows[rows["label"].notna().to_numpy() & ~failed]
     figures: dict[str, Any] = {
         "requests": len(firsts), "rows": len(rows), "errors": int(failed.sum()),
         "error_rate": float(failed.mean()),
         **{f"latency_p{q}_ms": float(v) for q, v in zip(LATENCY_QUANTILES, quantiles,
                                                        strict=True)},
-        "labelled": len(labelled),
+        "labelled": len(labelled), "invalid_labels": int(invalid.sum()),
     }
     truth, predictions = labelled["label"].tolist(), labelled["prediction"].tolist()
     for metric in metrics:
@@ -423,6 +422,12 @@ def window_performance(window: LogWindow, *, size: timedelta | int | None = None
         raise InvalidValueError(f"by must name distinct columns among {', '.join(GROUP_COLUMNS)}"
                                 f", got {groups}", field="by")
     meta = window.meta.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    has_label = meta["label"].notna().to_numpy()
+    comparable = np.ones(len(meta), dtype=bool)
+    comparable[has_label] = comparable_labels(meta["label"][has_label].tolist(),
+                                              meta["prediction"][has_label].tolist())
+    meta["_invalid"] = ~comparable
+    meta["label"] = meta["label"].where(pd.Series(comparable, index=meta.index), None)
     if chosen is None:
         chosen = default_metrics(meta["label"].tolist(), meta["prediction"].tolist())
     columns = _columns(groups, chosen)

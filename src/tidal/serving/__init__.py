@@ -21,7 +21,13 @@ from tidal.serving.endpoints import (
     rollback,
 )
 from tidal.serving.feedback import join_feedback, read_feedback, record_feedback
-from tidal.serving.prediction_log import PredictionLog, PredictionRecord, read_prediction_log
+from tidal.serving.log_gaps import log_gaps
+from tidal.serving.prediction_log import (
+    PredictionLog,
+    PredictionRecord,
+    read_prediction_log,
+    recover_prediction_log,
+)
 
 
 def serve(*args: object, **kwargs: object) -> None:
@@ -34,5 +40,6 @@ def serve(*args: object, **kwargs: object) -> None:
 
 __all__ = ["BatchResult", "Endpoint", "EndpointConfig", "EndpointNotFoundError",
            "PredictionLog", "PredictionRecord", "Route", "deploy", "endpoint_history",
-           "get_endpoint", "join_feedback", "list_endpoints", "predict_batch",
-           "read_feedback", "read_prediction_log", "record_feedback", "rollback", "serve"]
+           "get_endpoint", "join_feedback", "list_endpoints", "log_gaps", "predict_batch",
+           "read_feedback", "read_prediction_log", "record_feedback",
+           "recover_prediction_log", "rollback", "serve"]

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import hmac
 import logging
-import os
 import random
 import re
 import time
@@ -46,10 +45,12 @@ from tidal.serving.inputs import (
     check_columns,
     parse_simple,
 )
+from tidal.serving.labels import LabelRule
 from tidal.serving.metrics import ServingMetrics
 from tidal.serving.openapi import openapi_document
 from tidal.serving.prediction_log import PredictionLog, PredictionRecord
 from tidal.serving.quarantine import QuarantinedError, WorkerGuard
+from tidal.serving.request_ids import RequestIds
 from tidal.serving.runtime import EndpointState, RouteChoice, ServedModel, build_state, resolve
 from tidal.store.workspace import Workspace
 
@@ -129,6 +130,7 @@ class ServingApp:
         self._feature_store: Any = None
         self._reported_drops = 0
         self.prediction_log: Any = None
+        self.request_ids: RequestIds | None = None
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -198,6 +200,7 @@ class ServingApp:
         names = self.settings.endpoints
         endpoints = [get_endpoint(n, workspace=self.workspace) for n in names] if names \
             else list_endpoints(workspace=self.workspace)
+        self.request_ids = RequestIds.for_workspace(self.workspace)
         for endpoint in endpoints:
             if not self._quarantined(endpoint.name):  # never loaded: its load may crash
                 self._install(self._build(endpoint))
@@ -337,14 +340,24 @@ class ServingApp:
         return state
 
     @staticmethod
-    def _request_id(request: Request, given: Any) -> str:
+    def _client_id(request: Request, given: Any) -> str | None:
+        """The client's own id for a request (body ``id``, else X-Request-ID), checked: only
+        echoed back and logged beside the server's id, never used as one, so no client can
+        make two answers share an id."""
         candidate = given if given is not None else request.headers.get("x-request-id")
         if candidate is None:
-            return os.urandom(16).hex()
+            return None
         if not isinstance(candidate, str) or not _REQUEST_ID.fullmatch(candidate):
             raise BadRequestError("a request id is 1-128 letters, digits, '.', '_', ':' or "
                                   "'-'", field="id")
         return candidate
+
+    def _request_id(self, state: EndpointState, columns: Columns) -> str:
+        """A fresh id that any worker of the workspace can tell it issued (feedback needs
+        one)."""
+        if self.request_ids is None:
+            raise NotReadyError("the server is still loading its models", field="endpoint")
+        return self.request_ids.issue(state.name, columns.rows)
 
     @staticmethod
     def _pick(state: EndpointState, key: Any) -> RouteChoice:
@@ -390,7 +403,7 @@ class ServingApp:
 
     def _log(self, request_id: str, started_ms: int, state: EndpointState, choice: RouteChoice,
              columns: Columns, outputs: list[Any], seconds: float, shadow: bool,
-             error: str | None = None) -> None:
+             error: str | None = None, client_id: str | None = None) -> None:
         if self.prediction_log is None:
             return
         sample = state.endpoint.config.log_sample
@@ -398,7 +411,7 @@ class ServingApp:
         version = choice.model.version
         record = PredictionRecord(request_id, started_ms, state.name, choice.route,
                                   version.uri, version.version, shadow, inputs, outputs,
-                                  seconds * 1000.0, error)
+                                  seconds * 1000.0, error, client_id)
         if not self.prediction_log.log(record):
             self.metrics.log_dropped.inc()
             self._reported_drops += 1
@@ -431,7 +444,7 @@ class ServingApp:
 
     async def _answer(self, state: EndpointState, choice: RouteChoice,
                       columns: Columns, request_id: str, started: float, started_ms: int,
-                      method: str = "predict") -> list[Any]:
+                      method: str = "predict", client_id: str | None = None) -> list[Any]:
         """Predict on the chosen route, copy to shadows, log and count; errors are counted
         and raised for the caller's protocol to answer."""
         metrics = self.metrics
@@ -446,13 +459,13 @@ class ServingApp:
             metrics.request_done(state.name, choice.route, version, error.status_code, seconds)
             if isinstance(error, ModelInputError):
                 self._log(request_id, started_ms, state, choice, columns, [], seconds, False,
-                          error.message)
+                          error.message, client_id)
             raise
         except Exception as error:  # a model bug: answered 500, and logged for monitoring
             seconds = time.perf_counter() - started
             metrics.request_done(state.name, choice.route, version, 500, seconds)
             self._log(request_id, started_ms, state, choice, columns, [], seconds, False,
-                      f"{type(error).__name__}: {error}")
+                      f"{type(error).__name__}: {error}", client_id)
             raise
         finally:
             metrics.in_flight.dec()
@@ -460,7 +473,8 @@ class ServingApp:
             self._shadow(state, request_id, started_ms, columns)
         seconds = time.perf_counter() - started
         metrics.request_done(state.name, choice.route, version, 200, seconds)
-        self._log(request_id, started_ms, state, choice, columns, outputs, seconds, False)
+        self._log(request_id, started_ms, state, choice, columns, outputs, seconds, False,
+                  client_id=client_id)
         return outputs
 
     def _count_refusal(self, name: str, error: TidalError, started: float) -> None:
@@ -477,27 +491,33 @@ class ServingApp:
             key = body.get("key", request.headers.get("x-tidal-key")) \
                 if isinstance(body, dict) else None
             choice = self._pick(state, key)
-            columns, _ = parse_simple(body, choice.model.loaded.signature)
-            request_id = self._request_id(request, body.get("id"))
+            columns, _ = parse_simple(body, choice.model.loaded.signature,
+                                      self.settings.max_rows_per_request)
+            client_id = self._client_id(request, body.get("id"))
+            request_id = self._request_id(state, columns)
         except TidalError as error:
             self._count_refusal(state.name, error, started)
             raise
         outputs = await self._answer(state, choice, columns, request_id, started,
-                                     started_ms)
+                                     started_ms, client_id=client_id)
         version = choice.model.version
-        return _json({"request_id": request_id, "endpoint": state.name, "route": choice.route,
-                      "model_uri": version.uri, "model_version": version.version,
-                      "predictions": outputs}, headers={"x-request-id": request_id})
+        echo = {} if client_id is None else {"id": client_id}
+        return _json({"request_id": request_id, **echo, "endpoint": state.name,
+                      "route": choice.route, "model_uri": version.uri,
+                      "model_version": version.version, "predictions": outputs},
+                     headers={"x-request-id": request_id})
 
     async def feedback(self, request: Request) -> Response:
         name = request.path_params["name"]
-        self._state(name)
+        state = self._state(name)
         body = await self._json_body(request)
         items = body.get("feedback") if isinstance(body, dict) else body
         if not isinstance(items, list):
             raise BadRequestError("send {'feedback': [{'request_id': ..., 'label': ...}, ...]}",
                                   field="feedback")
-        count = await asyncio.to_thread(record_feedback, name, items, workspace=self.workspace)
+        labels = LabelRule.of(name, [model.version.signature for model in state.models()])
+        count = await asyncio.to_thread(record_feedback, name, items, workspace=self.workspace,
+                                        request_ids=self.request_ids, labels=labels)
         return _json({"endpoint": name, "recorded": count})
 
     # -- Open Inference Protocol v2 ------------------------------------------------------------
@@ -554,7 +574,8 @@ class ServingApp:
             choice = RouteChoice(pinned.uri, pinned) if pinned else self._pick(state, key)
             signature = choice.model.loaded.signature
             columns, wanted, given_id, parameters = oip.parse_infer(payload, binary, signature)
-            request_id = self._request_id(request, given_id)
+            client_id = self._client_id(request, given_id)
+            request_id = self._request_id(state, columns)
             names = [o["name"] for o in wanted] or ["predict"]
             unknown = [n for n in names if n not in ("predict", "predict_proba")]
             if unknown:
@@ -570,7 +591,8 @@ class ServingApp:
                 results[name] = await self._run(state, choice, method_columns, name)
             else:
                 results[name] = await self._answer(state, choice, method_columns,
-                                                   request_id, started, started_ms, name)
+                                                   request_id, started, started_ms, name,
+                                                   client_id)
         binary_default = bool(parameters.get("binary_data_output"))
         tensors, blobs = [], []
         for name in names:
@@ -583,7 +605,8 @@ class ServingApp:
             blobs.append(raw)
         answer = orjson.dumps({"model_name": state.name,
                                "model_version": str(choice.model.version.version),
-                               "id": request_id, "outputs": tensors})
+                               "id": request_id if client_id is None else client_id,
+                               "parameters": {"request_id": request_id}, "outputs": tensors})
         headers = {"x-request-id": request_id}
         if any(blobs):
             headers[oip.HEADER_LENGTH] = str(len(answer))

@@ -5,6 +5,12 @@ each ``record_feedback`` call writes one Parquet file at
 ``feedback/<endpoint>/date=YYYY-MM-DD/hour=HH/<ms>-<random>.parquet`` before it returns, with
 the same all-or-nothing write as the prediction log. Nothing is updated in place: a second
 label for a request is a new row, and the join takes the latest.
+
+Labels are checked against the endpoint's models' outputs (see ``tidal.serving.labels``) before
+anything is stored. Over HTTP a label also needs a request id that a server of the workspace
+issued for this endpoint (``tidal.serving.request_ids``); the Python API, which whoever holds
+the workspace uses to import labels for logged answers (a backfill, a replay that wrote its own
+log), checks ids that way only when given the issuer.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from tidal.errors import InvalidValueError
+from tidal.errors import InvalidValueError, NotFoundError
 from tidal.ids import check_name, now_ms
+from tidal.serving.labels import LabelRule, endpoint_label_rule
 from tidal.serving.prediction_log import (
     TIMESTAMP,
     dumps,
@@ -29,6 +36,7 @@ from tidal.serving.prediction_log import (
     read_prediction_log,
     write_parquet,
 )
+from tidal.serving.request_ids import RequestIds, claimed_rows
 
 if TYPE_CHECKING:
     from tidal.store.workspace import Workspace
@@ -44,14 +52,20 @@ _CLOCK_SKEW = timedelta(hours=1)
 _KEYS = ("request_id", "label")
 
 
+class UnknownRequestError(NotFoundError):
+    """Feedback for a request id that no server of the workspace issued for the endpoint."""
+
+
 def _workspace(workspace: Workspace | None) -> Workspace:
     from tidal.store.workspace import current_workspace
 
     return workspace or current_workspace()
 
 
-def _check_item(position: int, item: Any) -> tuple[str, str]:
-    """The request id and the label's JSON text of one item, or InvalidValueError."""
+def _check_item(position: int, item: Any, endpoint: str, rule: LabelRule,
+                issuer: RequestIds | None) -> tuple[str, str]:
+    """The request id and the label's JSON text of one item; InvalidValueError,
+    LabelTypeError or UnknownRequestError naming the item's field."""
     where = f"items[{position}]"
     if not isinstance(item, dict):
         raise InvalidValueError(f"{where} must be an object with 'request_id' and 'label', got "
@@ -76,17 +90,31 @@ def _check_item(position: int, item: Any) -> tuple[str, str]:
     if label == "null":  # also NaN, which JSON has no word for
         raise InvalidValueError(f"{where}.label is missing, null or NaN; accepted: {accepted}",
                                 field=f"{where}.label")
+    if issuer is None:
+        rows = claimed_rows(request_id)
+    else:
+        rows = issuer.rows(endpoint, request_id)
+        if rows is None:
+            raise UnknownRequestError(f"{where}.request_id {request_id!r} is "
+                                      f"not an id this server gave an answer of {endpoint!r}; "
+                                      "send the request_id of a prediction's response",
+                                      field=f"{where}.request_id")
+    rule.check(loads(label), rows, f"{where}.label")
     return request_id, label
 
 
 def record_feedback(endpoint: str, items: list[dict], *, at: datetime | None = None,
-                    workspace: Workspace | None = None) -> int:
+                    workspace: Workspace | None = None, request_ids: RequestIds | None = None,
+                    labels: LabelRule | None = None) -> int:
     """Store labels for earlier predictions of an endpoint; returns how many.
 
     ``items``: ``[{"request_id": ..., "label": ...}, ...]``, at most 10,000. ``at``: when the
     labels became known, for labels imported after the fact (a backfill, a replay); default
-    now. Windows of labelled traffic count a label from that moment. Everything is checked
-    before anything is written, and the file is durable when this returns.
+    now. Windows of labelled traffic count a label from that moment. ``request_ids``: refuse
+    (UnknownRequestError, 404) ids this issuer did not give for the endpoint, as servers do;
+    without it any id goes. ``labels``: the rule labels must follow (LabelTypeError, 422);
+    default: the output signatures of the versions the endpoint serves now. Everything is
+    checked before anything is written, and the file is durable when this returns.
     """
     check_name(endpoint, what="endpoint", field="endpoint")
     if not isinstance(items, Sequence) or isinstance(items, str | bytes):
@@ -96,15 +124,17 @@ def record_feedback(endpoint: str, items: list[dict], *, at: datetime | None = N
         raise InvalidValueError(f"{len(items)} feedback items in one call; the limit is "
                                 f"{MAX_ITEMS}, send them in several calls", field="items")
     stamp = now_ms() if at is None else epoch_ms(at, "at")
-    rows = [_check_item(position, item) for position, item in enumerate(items)]
-    if not rows:
+    if not items:
         return 0
+    ws = _workspace(workspace)
+    rule = endpoint_label_rule(endpoint, ws) if labels is None else labels
+    rows = [_check_item(position, item, endpoint, rule, request_ids)
+            for position, item in enumerate(items)]
     table = pa.table({"request_id": [request_id for request_id, _ in rows],
                       "label": [label for _, label in rows],
                       "timestamp": [stamp] * len(rows)}, schema=SCHEMA)
     folder = partition(FEEDBACK_FOLDER, endpoint, stamp // 3_600_000)
-    write_parquet(_workspace(workspace).artifacts,
-                  f"{folder}/{stamp}-{secrets.token_hex(8)}.parquet", table)
+    write_parquet(ws.artifacts, f"{folder}/{stamp}-{secrets.token_hex(8)}.parquet", table)
     return len(rows)
 
 

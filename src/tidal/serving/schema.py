@@ -36,3 +36,14 @@ endpoint_revisions = Table(
     Column("created_by", String(KEY_LENGTH), nullable=True),
     PrimaryKeyConstraint("endpoint", "revision"),
 )
+
+# Secrets every server of the workspace shares, generated once on first use: ``request-ids``
+# keys the MAC that makes a request id checkable by any worker (see serving/request_ids.py).
+# Whoever can read this table can mint ids; that is whoever can read the metadata store.
+serving_secrets = Table(
+    "serving_secrets",
+    metadata,
+    Column("name", String(KEY_LENGTH), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", Millis, nullable=False),
+)
