@@ -99,8 +99,8 @@ def load_version(model_version: ModelVersion, *, trust: bool = False) -> LoadedM
         raise refuse_untrusted(flavor.name, "pickle")
     _warn_on_other_majors(model_version)
     try:
-        raw = flavor.load(model_version.stored_files(), model_version.flavor_metadata,
-                          trust=trust)
+        with model_version.stored_files() as files:
+            raw = flavor.load(files, model_version.flavor_metadata, trust=trust)
     except TidalError:
         raise
     except Exception as error:  # a library's own refusal, reported as ours

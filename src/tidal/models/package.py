@@ -4,7 +4,8 @@ verified.
 A flavor saves into a scratch folder; each file becomes a content-addressed blob, and the
 version records ``{name: {digest, size}}``. Reading a file back re-hashes it, so a blob altered
 outside Tidal is refused (ArtifactCorruptedError) instead of being handed to a deserializer.
-Libraries that only read from disk get a verified copy in the workspace's cache.
+Libraries that only read from disk get a private copy, verified as it is written, from the
+workspace's cache of model files (itself re-verified on every load) or the artifact store.
 """
 
 from __future__ import annotations
@@ -16,21 +17,35 @@ import tempfile
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from tidal.errors import ArtifactNotFoundError
-from tidal.ids import digest_bytes, split_digest
+from tidal.errors import ArtifactCorruptedError, ArtifactNotFoundError
+from tidal.ids import digest_bytes
 from tidal.models.flavors.base import Flavor, ModelFiles
-from tidal.store.artifacts import clean_artifact_path
+from tidal.store.artifacts import ArtifactStore, clean_artifact_path
 from tidal.store.workspace import Workspace
 
 
 class StoredFiles(ModelFiles):
-    """The files of one stored version, read from the artifact store."""
+    """The files of one stored version, read from the artifact store.
 
-    def __init__(self, ws: Workspace, files: Mapping[str, Mapping[str, Any]]) -> None:
+    Use it as a context manager: the private copies that :meth:`path` hands out are removed
+    on exit."""
+
+    def __init__(self, ws: Workspace, files: Mapping[str, Mapping[str, Any]],
+                 uri: str = "the model") -> None:
         self._ws = ws
         self._files = files
+        self._uri = uri
+        self._private: Path | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
 
     def names(self) -> list[str]:
         return sorted(self._files)
@@ -46,11 +61,39 @@ class StoredFiles(ModelFiles):
         return self._ws.artifacts.get_bytes(self._digest(name))
 
     def path(self, name: str) -> Path:
+        """A copy of the file that only this process's user can change, written from bytes
+        hashed as they were copied: from the artifact store, or, when that store is remote,
+        from the workspace's cache of its model files if the cached copy verifies (else from
+        the store, which then refills the cache).
+
+        The cache is never trusted as it stands, since anyone who can write it could swap a
+        model's weights; and the copy the library reads is not the cache file itself, so a
+        file changed after it was checked is never the one read.
+        """
         digest = self._digest(name)
-        target = (Path(self._ws.settings.home) / "cache" / "models" / split_digest(digest)
-                  / clean_artifact_path(name, field="model file name"))
-        if not target.exists():
+        home = Path(self._ws.settings.home)
+        if self._private is None:  # mkdtemp: a folder only this user can enter
+            (home / "tmp").mkdir(parents=True, exist_ok=True)
+            self._private = Path(tempfile.mkdtemp(dir=home / "tmp", prefix="model-files-"))
+        target = self._private / clean_artifact_path(name, field="model file name")
+        cache = None if self._ws.artifacts.is_local \
+            else ArtifactStore(str(home / "cache" / "models"))
+        if cache is not None:
+            try:
+                return cache.get_file(digest, target)
+            except ArtifactNotFoundError:
+                pass
+            except ArtifactCorruptedError:
+                cache.delete(digest)  # altered in place: the store's copy replaces it
+        try:
             self._ws.artifacts.get_file(digest, target)
+        except ArtifactCorruptedError as error:
+            raise ArtifactCorruptedError(
+                f"{self._uri}: its file {name!r} cannot be loaded, as the artifact store's "
+                f"copy fails verification too: {error}. Register the model again from its "
+                "source", field="file") from error
+        if cache is not None:
+            cache.put_file(target)
         return target
 
 

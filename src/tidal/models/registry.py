@@ -82,7 +82,7 @@ class ModelVersion:
         return f"models:/{self.name}/{self.version}"
 
     def stored_files(self) -> StoredFiles:
-        return StoredFiles(self.workspace, self.files)
+        return StoredFiles(self.workspace, self.files, self.uri)
 
     def input_example(self) -> Any:
         """The input example given at registration (a DataFrame or an array), or None."""
