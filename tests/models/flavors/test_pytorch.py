@@ -1,24 +1,40 @@
 """The PyTorch flavor: safetensors weights plus a declared module, rebuilt only from a class
-that is a torch Module."""
+that is a torch Module, named by metadata that matches what the weights recorded at
+registration, and found without importing anything from the current directory."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.torch as safetensors_torch
 import torch
+from sqlalchemy import update
 from torch import nn
 
+import tidal
 from tests.models.flavors.torch_nets import ConfiguredNet, TiedNet, TinyNet
+from tests.models.test_safety import swap_file
+from tests.planted import forgetting_planted, on_import_path, plant
 from tidal.errors import InvalidValueError, TidalError
 from tidal.models.flavors.base import FolderFiles
-from tidal.models.flavors.pytorch import PyTorchFlavor
+from tidal.models.flavors.pytorch import (
+    HEADER_CLASS,
+    HEADER_INIT_KWARGS,
+    ModuleClassError,
+    PyTorchFlavor,
+)
 from tidal.models.flavors.registry import get_flavor
+from tidal.models.loaded import clear_cache
+from tidal.models.schema import model_versions
 
 FLAVOR = PyTorchFlavor()
 
@@ -147,3 +163,120 @@ def test_crafted_metadata_never_calls_anything(tmp_path: Path, declared: str,
 def test_detection() -> None:
     assert FLAVOR.handles(TinyNet()) and FLAVOR.handles(nn.Linear(2, 1))
     assert not FLAVOR.handles(np.zeros(3)) and not FLAVOR.handles(torch.zeros(3))
+
+
+# -- the class a stored model names ---------------------------------------------------------------
+
+#: A network like TinyNet(3, 4, 1), in a module planted where stored metadata could name it.
+PLANTED_NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_features=3, hidden=4, out_features=1):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden),
+                                    nn.ReLU(), nn.Linear(hidden, out_features))
+
+    def forward(self, x):
+        return self.layers(x)
+"""
+SIZES = {"in_features": 3, "hidden": 4, "out_features": 1}
+
+
+@pytest.fixture
+def lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with on_import_path(tmp_path / "lib", monkeypatch) as folder:
+        yield folder
+
+
+def registered(name: str = "net") -> Any:
+    return tidal.models.register(name, TinyNet(**SIZES), flavor_options={"init_kwargs": SIZES})
+
+
+def rewrite_metadata(version: Any, metadata: dict[str, Any]) -> None:
+    """Change the version's flavor metadata as someone with write access to the metadata
+    store could."""
+    version.workspace.db.write(lambda conn: conn.execute(update(model_versions).where(
+        model_versions.c.id == version.id).values(flavor_metadata=json.dumps(metadata))))
+    clear_cache()
+
+
+def test_metadata_rewritten_in_the_store_is_refused_before_any_import(workspace, lib,
+                                                                      tmp_path):
+    version = registered()
+    marker = tmp_path / "pwned"
+    name = plant(lib, marker, PLANTED_NET)
+    rewrite_metadata(version, {"class": f"{name}:Net", "init_kwargs": SIZES})
+    for trust in (False, True):
+        with pytest.raises(ModuleClassError, match="changed after registration") as refused:
+            tidal.models.load(version.uri, trust=trust)
+        assert refused.value.field == "metadata"
+        assert "tests.models.flavors.torch_nets:TinyNet" in refused.value.message
+    assert not marker.exists() and name not in sys.modules
+
+    rewrite_metadata(version, {"class": "tests.models.flavors.torch_nets:TinyNet",
+                               "init_kwargs": {**SIZES, "hidden": 5}})
+    with pytest.raises(ModuleClassError, match="changed after registration"):
+        tidal.models.load(version.uri)
+
+
+def test_both_stores_rewritten_never_import_a_module_without_that_class(workspace, lib,
+                                                                        tmp_path):
+    """Someone who can write blobs and metadata can make the weights' own record agree with
+    the metadata; a module that does not define the class, whatever its import does, is still
+    never imported."""
+    version = registered()
+    marker = tmp_path / "pwned"
+    name = plant(lib, marker, "Net = 'not a class'\n")
+    declared = f"{name}:Net"
+    weights = tmp_path / "weights.safetensors"
+    safetensors_torch.save_model(TinyNet(**SIZES), str(weights), metadata={
+        HEADER_CLASS: declared, HEADER_INIT_KWARGS: json.dumps(SIZES, sort_keys=True,
+                                                               separators=(",", ":"))})
+    swap_file(version, "weights.safetensors", weights.read_bytes())
+    rewrite_metadata(version, {"class": declared, "init_kwargs": SIZES})
+    with pytest.raises(ModuleClassError, match="defines no class 'Net'") as refused:
+        tidal.models.load(version.uri, trust=True)
+    assert refused.value.field == "metadata"
+    assert not marker.exists() and name not in sys.modules
+
+
+def test_a_class_planted_in_the_current_directory_is_not_imported(workspace, tmp_path,
+                                                                  monkeypatch):
+    here = tmp_path / "here"
+    marker = tmp_path / "imported"
+    name = plant(here, marker, PLANTED_NET)
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", ["", *sys.path])  # as `python -c` / a REPL have it
+    with forgetting_planted():  # the session that registered it had imported it from here
+        net = importlib.import_module(name).Net()
+        version = tidal.models.register("planted", net, flavor_options={"init_kwargs": {}})
+    marker.unlink()
+    clear_cache()
+    with pytest.raises(ModuleClassError, match="current directory") as refused:
+        tidal.models.load(version.uri, trust=True)
+    assert refused.value.field == "metadata"
+    assert not marker.exists() and name not in sys.modules
+
+
+def test_weights_that_record_no_class_load_only_with_trust(tmp_path: Path) -> None:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    metadata = FLAVOR.save(TinyNet(), directory, {})
+    # the weights file as a Tidal that did not record the class in it wrote it
+    safetensors_torch.save_model(TinyNet(), str(directory / "weights.safetensors"))
+    with pytest.raises(ModuleClassError, match="trust=True") as refused:
+        FLAVOR.load(FolderFiles(directory), metadata, trust=False)
+    assert refused.value.field == "metadata"
+    assert type(FLAVOR.load(FolderFiles(directory), metadata, trust=True)) is TinyNet
+
+
+def test_the_weights_record_the_declared_class(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    metadata = FLAVOR.save(TinyNet(**SIZES), tmp_path, {"init_kwargs": SIZES})
+    with safe_open(str(tmp_path / "weights.safetensors"), framework="pt") as handle:
+        header = handle.metadata()
+    assert header[HEADER_CLASS] == metadata["class"] == "tests.models.flavors.torch_nets:TinyNet"
+    assert json.loads(header[HEADER_INIT_KWARGS]) == SIZES

@@ -2,14 +2,19 @@
 
 ``torch.save`` pickles, so a stored model could run any code when loaded. This flavor stores
 only tensors (``weights.safetensors``) and a *declared module*: the import path of the class
-and the keyword arguments that build it. Loading imports that class, checks that it is a
-``torch.nn.Module`` before calling it, builds it and copies the weights in. The class must
-therefore be importable where the model is loaded, which ``save`` proves by rebuilding the
-model before anything is stored.
+and the keyword arguments that build it, kept twice: in the version's metadata and in the
+weights file's own header, whose digest the version records. Importing a module runs its
+code, so loading first checks the metadata against the header (metadata rewritten after
+registration is refused), then finds the class's source without running anything and never
+in the current directory (:func:`tidal.modules.find_source`), checks that it defines that
+class, and only then imports it, checks that it is a ``torch.nn.Module`` before calling it,
+builds it and copies the weights in. The class must therefore be importable where the model
+is loaded, which ``save`` proves by rebuilding the model before anything is stored.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 from collections.abc import Mapping
@@ -20,8 +25,12 @@ import numpy as np
 
 from tidal.errors import InvalidValueError, TidalError
 from tidal.models.flavors.base import Flavor, ModelFiles
+from tidal.modules import ModuleSourceError, find_source, top_level_definition
 
 WEIGHTS_FILE = "weights.safetensors"
+#: Keys of the weights file's header that record the declared module at registration.
+HEADER_CLASS = "tidal.class"
+HEADER_INIT_KWARGS = "tidal.init_kwargs"
 
 
 class ModuleClassError(TidalError):
@@ -54,7 +63,8 @@ class PyTorchFlavor(Flavor):
         path = directory / WEIGHTS_FILE
         # save_model keeps one name of each group of tied tensors (safetensors refuses shared
         # storage) and makes every tensor contiguous; load_model ties them back.
-        safetensors_torch.save_model(model, str(path))
+        safetensors_torch.save_model(model, str(path), metadata={
+            HEADER_CLASS: target, HEADER_INIT_KWARGS: _canonical(init_kwargs)})
         _prove_rebuildable(torch, safetensors_torch, model, target, init_kwargs, path)
         return {"class": target, "init_kwargs": init_kwargs}
 
@@ -65,9 +75,11 @@ class PyTorchFlavor(Flavor):
         if not isinstance(init_kwargs, dict):
             raise InvalidValueError("the pytorch model's metadata init_kwargs is not an object",
                                     field="metadata")
+        weights = files.path(WEIGHTS_FILE)
+        _check_recorded(self.import_library("safetensors"), weights, metadata, trust=trust)
         cls = _module_class(torch, metadata.get("class"))
         model = cls(**init_kwargs)
-        safetensors_torch.load_model(model, str(files.path(WEIGHTS_FILE)), strict=True)
+        safetensors_torch.load_model(model, str(weights), strict=True)
         return model.eval()
 
     def predict(self, model: Any, data: Any) -> Any:
@@ -124,6 +136,40 @@ def _json_kwargs(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+def _canonical(init_kwargs: Mapping[str, Any]) -> str:
+    return json.dumps(init_kwargs, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _check_recorded(safetensors: Any, weights: Path, metadata: Mapping[str, Any], *,
+                    trust: bool) -> None:
+    """Refuse metadata whose class or init_kwargs are not those the weights file recorded at
+    registration, before anything is imported. Weights saved without that record (by an older
+    Tidal) load only with ``trust=True``."""
+    with safetensors.safe_open(str(weights), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if HEADER_CLASS not in header:
+        if trust:
+            return
+        raise ModuleClassError(
+            "the pytorch model's weights do not record the class it was registered with, so "
+            f"the class its metadata names ({metadata.get('class')!r}) cannot be checked "
+            "before it is imported; register the model again, or load it with trust=True "
+            "(Python) / --trust (CLI) if you trust that class", field="metadata")
+    declared = metadata.get("class")
+    try:
+        kwargs_match = _canonical(metadata.get("init_kwargs", {})) == \
+            header.get(HEADER_INIT_KWARGS)
+    except (TypeError, ValueError):
+        kwargs_match = False
+    if declared != header[HEADER_CLASS] or not kwargs_match:
+        raise ModuleClassError(
+            f"the pytorch model's metadata declares class {declared!r} with init_kwargs "
+            f"{metadata.get('init_kwargs', {})!r}, but it was registered with class "
+            f"{header[HEADER_CLASS]!r} and init_kwargs {header.get(HEADER_INIT_KWARGS)}: the "
+            "metadata was changed after registration; refusing to import anything. Register "
+            "the model again from its source", field="metadata")
+
+
 def _prove_rebuildable(torch: Any, safetensors_torch: Any, model: Any, target: str,
                        init_kwargs: dict[str, Any], path: Path) -> None:
     """Build the declared class with ``init_kwargs``, load the stored weights into it and
@@ -149,12 +195,25 @@ def _prove_rebuildable(torch: Any, safetensors_torch: Any, model: Any, target: s
 
 
 def _module_class(torch: Any, target: Any) -> Any:
-    """The class named ``package.module:QualName``, checked to be a torch Module class before
+    """The class named ``package.module:QualName``. Its module's source is found without
+    running anything and outside the current directory, and must define that class at its
+    top level before it is imported; what it holds must then be a torch Module class before
     anything calls it: metadata that names a function (``os:system``) is refused."""
     if not isinstance(target, str) or target.count(":") != 1:
         raise ModuleClassError(f"the pytorch model declares class {target!r}; expected "
                                "'package.module:QualName'", field="metadata")
     module_name, qualname = target.split(":")
+    try:
+        source = find_source(module_name)
+    except ModuleSourceError as error:
+        raise ModuleClassError(f"the pytorch model's class {target} cannot be imported: "
+                               f"{error.message}; install the package that defines it",
+                               field="metadata") from None
+    outer = qualname.split(".", 1)[0]
+    if not isinstance(top_level_definition(source.read_bytes(), outer), ast.ClassDef):
+        raise ModuleClassError(f"the pytorch model declares {target}, but {source} defines no "
+                               f"class {outer!r} at its top level; refusing to import it",
+                               field="metadata")
     try:
         found: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
