@@ -124,6 +124,14 @@ def serve(
         "--trust", help="Allow models stored as pickles (river, pyfunc) to load.")] = False,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="Do not write the prediction log.")] = False,
+    quarantine_after: Annotated[int, typer.Option(
+        "--quarantine-after", metavar="N",
+        help="With several workers: crashes of one endpoint's model (a kill by the OOM "
+             "killer, or a crash not pinned on it) that quarantine the endpoint; a segfault "
+             "in the model's own thread quarantines it at once.")] = 2,
+    quarantine_window: Annotated[float, typer.Option(
+        "--quarantine-window", metavar="SECONDS",
+        help="The window in which --quarantine-after crashes are counted.")] = 600.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
@@ -143,7 +151,8 @@ def serve(
                               trust=trust, log_predictions=not no_log)
     run_server(endpoint_names or None, host=host, port=port, workers=workers,
                model_threads=model_threads, token=token, settings=settings, workspace=ws,
-               log_level=log_level,
+               log_level=log_level, quarantine_after=quarantine_after,
+               quarantine_window=quarantine_window,
                announce=lambda line: render.error_console().print(line, markup=False))
 
 

@@ -66,7 +66,8 @@ class Quarantine:
     def message(self) -> str:
         since = datetime.fromtimestamp(self.since_ms / 1000, UTC).isoformat(timespec="seconds")
         return (f"endpoint {self.endpoint!r} (revision {self.revision}) is quarantined: its "
-                f"model {self.model_uri} crashed a server worker {self.crashes} times since "
+                f"model {self.model_uri} crashed a server worker {self.crashes} "
+                f"time{'s' if self.crashes != 1 else ''} since "
                 f"{since} (last: {self.cause}); deploy a new revision of the endpoint (a fixed "
                 f"model version, or 'tidal deploy {self.endpoint} --rollback') or restart the "
                 "server to try it again")
