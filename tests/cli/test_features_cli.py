@@ -98,3 +98,63 @@ def test_bad_input_is_one_clear_line(cli: Invoke, project, tmp_path):
                        "no feature definition is named 'ghost'")
     assert_clean_error(cli("features", "list", "--kind", "table", "-w", str(ws)), 2,
                        "kind 'table' is not one of")
+
+
+HOSTILE_FILE = """
+from tidal.features import Entity, Feature, FeatureView
+
+spend = FeatureView("spend", Entity("user", "user_id"), [Feature("total")], "spend",
+                    transform={transform!r})
+"""
+
+
+def test_a_hostile_transform_is_refused_by_apply(cli: Invoke, project, tmp_path):
+    ws, _ = project
+    pth = tmp_path / "evil.pth"
+    for transform, fragment in [
+        (f"SELECT * FROM source; COPY (SELECT 'import os') TO '{pth}' (FORMAT csv)",
+         "holds 2 statements"),
+        (f"SELECT *, (SELECT content FROM read_text('{tmp_path}/secret')) AS s FROM source",
+         "table function read_text()"),
+    ]:
+        path = tmp_path / "hostile.py"
+        path.write_text(HOSTILE_FILE.format(transform=transform))
+        assert_clean_error(cli("features", "apply", str(path), "-w", str(ws)), 2,
+                           "transform of feature view 'spend' is refused", fragment)
+    assert strict_json(cli("features", "list", "--json", "-w", str(ws)).stdout) == []
+    assert not pth.exists()
+
+
+def test_a_tampered_stored_transform_is_refused_by_materialize(cli: Invoke, project, tmp_path):
+    import json
+
+    from sqlalchemy import update
+
+    from tidal.features.schema import feature_definitions
+
+    ws, _ = project
+    path = tmp_path / "features.py"
+    path.write_text(HOSTILE_FILE.format(transform="SELECT * FROM source WHERE total > 0"))
+    assert cli("features", "apply", str(path), "-w", str(ws)).exit_code == 0
+    online = str(tmp_path / "online.db")
+    assert "spend: 2 entities written" in cli("features", "materialize", "--online", online,
+                                              "-w", str(ws)).stdout
+    # Someone with write access to the metadata database rewrites the stored transform to
+    # close the parenthesis it is embedded in and drop a .pth file on the next materialize.
+    pth = tmp_path / "site-packages" / "evil.pth"
+    pth.parent.mkdir()
+    workspace = tidal.workspace(ws)
+    with workspace.db.read() as conn:
+        row = conn.execute(feature_definitions.select().where(
+            feature_definitions.c.name == "spend")).one()
+    spec = json.loads(row.spec)
+    spec["transform"] = (f"SELECT * FROM source) AS t; COPY (SELECT 'import os') TO '{pth}' "
+                         "(FORMAT csv); SELECT * FROM (SELECT * FROM source")
+    workspace.db.write(lambda conn: conn.execute(update(feature_definitions).where(
+        feature_definitions.c.id == row.id).values(spec=json.dumps(spec))))
+    close_all()
+    assert_clean_error(cli("features", "materialize", "--online", online, "--start",
+                           "2000-01-01T00:00:00+00:00", "-w", str(ws)), 2,
+                       "registered feature view 'spend' (version 1) cannot be used",
+                       "transform of feature view 'spend' does not parse")
+    assert not pth.exists()

@@ -68,7 +68,8 @@ class FeatureView:
     count; None keeps values forever. ``transform``: an optional DuckDB ``SELECT`` over the
     source, named ``source`` in the query, whose result holds the declared columns (derived
     features, filters, renames); it runs wherever the view is read, offline and when
-    materializing.
+    materializing. It must be that one read-only SELECT and nothing else: no other statement,
+    file, table function, setting or catalog (see ``tidal.features.transform``).
     """
 
     name: str
@@ -102,11 +103,10 @@ class FeatureView:
                                      or self.ttl <= timedelta(0)):
             raise InvalidValueError(f"ttl of feature view {self.name!r} must be a positive "
                                     f"timedelta or None, got {self.ttl!r}", field="ttl")
-        if self.transform is not None and (not isinstance(self.transform, str)
-                                           or not self.transform.strip()):
-            raise InvalidValueError(f"transform of feature view {self.name!r} must be a SQL "
-                                    f"SELECT over 'source', got {self.transform!r}",
-                                    field="transform")
+        if self.transform is not None:  # refused here, before anything can run it
+            from tidal.features.transform import checked_transform
+
+            checked_transform(self.transform, self.name)
         object.__setattr__(self, "entities", entities)
         object.__setattr__(self, "features", features)
 

@@ -13,7 +13,9 @@ row number) to restore their order. With ``to=`` the result is streamed to a Par
 
 Transforms: a view's ``transform`` is a DuckDB SELECT over its source, which it calls
 ``source``; the declared columns and types are checked on its output, and retrieval and
-materialization both read the transformed rows.
+materialization both read the transformed rows. It is checked to be that one read-only
+SELECT before it runs (``transform.py``), and every query here runs on a connection that can
+read only the views' sources and the entity rows, and write only the result (``sandbox.py``).
 
 Ties (rows of a view that share keys and an event timestamp): the latest ``created_timestamp``
 wins (a null one counts as oldest), then the row that comes last in the source (files in name
@@ -33,16 +35,17 @@ landing on the winner directly; only the value-based rule needs a window to dedu
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
-import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from tidal.errors import InvalidValueError
 from tidal.features.definitions import TYPES, FeatureView
+from tidal.features.sandbox import connect, normalise
+from tidal.features.transform import checked_transform
 
 ROW = "__tidal_row"
 FILE = "__tidal_file"
@@ -86,15 +89,17 @@ def _compatible(declared: str, actual: str) -> bool:
 
 
 def _source_path(view: FeatureView) -> str:
+    """The Parquet path or glob the view reads, normalised (see sandbox.normalise): resolved
+    once per query, so that the connection is opened for exactly what the query reads."""
     from tidal.data.versions import DatasetVersion, get
 
     source = view.source
     if isinstance(source, str) and not any(c in source for c in "/*.:"):
         source = get(source)  # a dataset name: its latest version
     if isinstance(source, DatasetVersion):
-        return str(source.local_path())
+        return normalise(str(source.local_path()))
     if isinstance(source, str):
-        return source
+        return normalise(source)
     raise InvalidValueError(f"feature view {view.name!r} has a source of type "
                             f"{type(source).__name__}; give a dataset name, a DatasetVersion "
                             "or a Parquet path", field="source")
@@ -142,52 +147,6 @@ def _has_ties(conn: Any, view: FeatureView, path: str, source: str, check: bool)
             _TIES.clear()
         _TIES[cached] = tied
     return tied
-
-
-#: The process's DuckDB database for in-memory work, opened on first use: a fresh one costs
-#: tens of milliseconds to open and more to fault in the memory of its first large join.
-_shared: Any = None
-_shared_lock = threading.Lock()
-
-
-def _connect(bounded: bool) -> Any:
-    """A DuckDB connection in UTC. ``bounded``: a database of its own that caps its memory as
-    dataset profiling does and spills to disk past the cap (the cap is database-wide); else a
-    connection to the shared database, whose temporary views and tables are its own."""
-    import duckdb
-
-    global _shared
-    if bounded:
-        from tidal.data.profile import MEMORY_LIMIT
-
-        conn = duckdb.connect()
-        conn.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-        conn.execute(f"SET temp_directory = {_literal(tempfile.gettempdir() + '/tidal-duckdb')}")
-    else:
-        with _shared_lock:
-            if _shared is None:
-                _shared = duckdb.connect()
-            conn = _shared.cursor()
-    conn.execute("SET TimeZone = 'UTC'")
-    return conn
-
-
-def _close_before_fork() -> None:
-    # A child that inherits a DuckDB database with worker threads hangs or crashes when it
-    # exits; the parent opens a new one when next needed.
-    global _shared
-    with _shared_lock:
-        if _shared is not None:
-            _shared.close()
-            _shared = None
-
-
-def _reset_in_child() -> None:
-    global _shared, _shared_lock
-    _shared, _shared_lock = None, threading.Lock()
-
-
-os.register_at_fork(before=_close_before_fork, after_in_child=_reset_in_child)
 
 
 def _columns(conn: Any, sql: str, failure: str, field: str) -> dict[str, str]:
@@ -272,16 +231,24 @@ class OfflineStore:
         import duckdb
 
         wanted = self._resolve(features)
+        # The connection may read the views' sources and an entity file, and write the result
+        # file (beside its target, renamed into place once complete), and nothing else.
+        paths = {name: _source_path(self.views[name]) for name in wanted}
+        entity_file = normalise(str(entity_df)) if isinstance(entity_df, (str, Path)) else None
         target = None if to is None else _target(to)
-        conn = _connect(bounded=isinstance(entity_df, (str, Path)) or target is not None)
+        partial = None if target is None else Path(normalise(str(
+            target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial"))))
+        conn = connect([*paths.values(), *([entity_file] if entity_file else [])],
+                       [str(partial)] if partial else [],
+                       bounded=entity_file is not None or target is not None)
         try:
             kind, order = self._register_entities(conn, entity_df)
-            query = self._join_sql(conn, wanted, order, timestamp_column, full_feature_names)
+            query = self._join_sql(conn, wanted, paths, order, timestamp_column,
+                                   full_feature_names)
             try:
-                if target is None:
+                if target is None or partial is None:
                     result = conn.sql(query).to_arrow_table()
                 else:
-                    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
                     try:
                         conn.execute(f"COPY ({query}) TO {_literal(str(partial))} "
                                      "(FORMAT parquet, COMPRESSION zstd)")
@@ -306,7 +273,7 @@ class OfflineStore:
 
         if isinstance(entity_df, (str, Path)):
             path = str(entity_df)
-            source = f"read_parquet({_literal(path)})"
+            source = f"read_parquet({_literal(normalise(path))})"
             try:
                 # Reads every file's footer, and no data: a file that is not Parquet fails here.
                 conn.execute(f"SELECT count(*) FROM {source}").fetchall()
@@ -328,8 +295,8 @@ class OfflineStore:
             ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))))
         return kind, [ROW]
 
-    def _join_sql(self, conn: Any, wanted: dict[str, list[str]], order: list[str],
-                  timestamp_column: str, full_feature_names: bool) -> str:
+    def _join_sql(self, conn: Any, wanted: dict[str, list[str]], paths: dict[str, str],
+                  order: list[str], timestamp_column: str, full_feature_names: bool) -> str:
         described = _columns(conn, "entity_rows", "cannot read entity_df", "entity_df")
         columns = {name: dtype for name, dtype in described.items() if name not in order}
         needed = {timestamp_column, *(k for v in wanted for k in self.views[v].join_keys)}
@@ -357,7 +324,7 @@ class OfflineStore:
         for index, (view_name, names) in enumerate(wanted.items()):
             view = self.views[view_name]
             alias = f"v{index}"
-            rows = self._rows(conn, view, names, check_ties=True)
+            rows = self._rows(conn, view, names, paths[view_name], check_ties=True)
             conn.execute(f"CREATE TEMP VIEW {alias}_rows AS {rows.sql}")
             keys = " AND ".join(f"e.{_q(k)} = {alias}.{_q(k)}" for k in view.join_keys)
             joins.append(f"ASOF LEFT JOIN {alias}_rows {alias} ON {keys} AND "
@@ -371,20 +338,22 @@ class OfflineStore:
         return (f"SELECT {', '.join(selects)} FROM entity_rows e {' '.join(joins)} "
                 f"ORDER BY {', '.join(f'e.{c}' for c in order)}")
 
-    def _rows(self, conn: Any, view: FeatureView, names: list[str],
+    def _rows(self, conn: Any, view: FeatureView, names: list[str], path: str,
               check_ties: bool = False) -> _Rows:
-        """The view's transformed, checked rows with their ordering key (see _Rows).
-        ``check_ties``: scan a source not yet known to be free of ties (see _has_ties) rather
-        than take it to have some; worth it before a join, not to build SQL that may not run."""
-        path = _source_path(view)
+        """The view's transformed, checked rows with their ordering key (see _Rows), read from
+        ``path`` (its _source_path). ``check_ties``: scan a source not yet known to be free of
+        ties (see _has_ties) rather than take it to have some; worth it before a join, not to
+        build SQL that may not run."""
         source = (f"SELECT *, file_index AS {SOURCE_FILE}, file_row_number AS {SOURCE_ROW} "
                   f"FROM read_parquet({_literal(path)})")
         columns = _columns(conn, source, f"cannot read the source of feature view {view.name!r}",
                            "source")
         transformed = source
         if view.transform:
-            transformed = (f"WITH source AS ({source}) SELECT * FROM "
-                           f"({view.transform.strip().rstrip(';')}) AS __transformed")
+            # Checked again here, where it runs: the view may come from a stored definition,
+            # and what is embedded is the checked statement as DuckDB writes it, not the text.
+            checked = checked_transform(view.transform, view.name)
+            transformed = f"WITH source AS ({source}) SELECT * FROM ({checked}) AS __transformed"
             columns = _columns(conn, transformed,
                                f"the transform of feature view {view.name!r} failed", "transform")
         declared = [*view.join_keys, view.timestamp, *(f.name for f in view.features)]
@@ -439,9 +408,22 @@ class OfflineStore:
         return _Rows(rows(ts) + f" QUALIFY row_number() OVER (PARTITION BY {keys}, {ts} "
                      f"ORDER BY {', '.join(ranking)}) = 1", _TS, True)
 
-    def _view_relation(self, conn: Any, view: FeatureView, names: list[str]) -> str:
+    @contextlib.contextmanager
+    def view_rows(self, name: str, names: list[str]) -> Iterator[tuple[Any, str]]:
+        """A connection that can read view ``name``'s source and nothing else, and SQL on it
+        for the view's rows (see _view_relation), with the features ``names``: what
+        materialization reads. The connection is closed on leaving."""
+        view = self.views[name]
+        path = _source_path(view)
+        conn = connect([path])
+        try:
+            yield conn, self._view_relation(conn, view, names, path)
+        finally:
+            conn.close()
+
+    def _view_relation(self, conn: Any, view: FeatureView, names: list[str], path: str) -> str:
         """SQL for the view's rows: keys, one row per (keys, event time), typed features."""
-        rows = self._rows(conn, view, names)
+        rows = self._rows(conn, view, names, path)
         keys = ", ".join(_q(k) for k in view.join_keys)
         select = f"SELECT {keys}, __ts, {', '.join(_q(n) for n in names)} FROM ({rows.sql})"
         if rows.deduplicated:

@@ -236,17 +236,12 @@ def load_definitions(path: str | Path) -> list[Any]:
 def _check(definitions: Sequence[Any], ws: Workspace) -> None:
     """Refuse a set that could not serve: what FeatureStore refuses, plus feature views whose
     source cannot be read or lacks a declared column."""
-    import duckdb
-
     from tidal.features.store import FeatureStore
 
     store = FeatureStore(definitions, workspace=ws)
-    conn = duckdb.connect()
-    try:
-        for view in store.views.values():
-            store.offline._view_relation(conn, view, [f.name for f in view.features])
-    finally:
-        conn.close()
+    for view in store.views.values():
+        with store.offline.view_rows(view.name, [f.name for f in view.features]):
+            pass
 
 
 def _latest(conn: Connection) -> dict[tuple[str, str], Any]:
@@ -372,7 +367,8 @@ def _untrusted(name: str, spec: dict[str, Any], origin: str | None) -> OnDemandF
 
 def registered_definitions(ws: Workspace, *, trust_code: bool = False) -> list[Any]:
     """The registered definitions as objects. On-demand views run the definitions file stored
-    with them only when ``trust_code`` is set."""
+    with them only when ``trust_code`` is set. A stored spec is data: a feature view's
+    transform is checked again as the view is rebuilt, and refused naming field "transform"."""
     latest = list_definitions(workspace=ws)
     entities = {d.name: Entity(d.name, d.spec["join_keys"])  # type: ignore[index]
                 for d in latest if d.kind == "entity"}
@@ -380,7 +376,14 @@ def registered_definitions(ws: Workspace, *, trust_code: bool = False) -> list[A
     for item in latest:
         assert item.spec is not None
         if item.kind in ("feature_view", "feature_service"):
-            objects.append(from_spec(item.kind, item.name, item.spec, entities, ws))
+            try:
+                objects.append(from_spec(item.kind, item.name, item.spec, entities, ws))
+            except InvalidValueError as error:  # a stored transform that was changed
+                if error.field != "transform":
+                    raise
+                raise type(error)(f"registered {item.kind.replace('_', ' ')} {item.name!r} "
+                                  f"(version {item.version}) cannot be used: {error.message}",
+                                  field=error.field) from error
         elif item.kind == "on_demand_view":
             objects.append(_trusted(ws, item) if trust_code
                            else _untrusted(item.name, item.spec, item.origin))

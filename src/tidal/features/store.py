@@ -321,8 +321,6 @@ class FeatureStore:
         store. ``start`` defaults to where the previous materialization of the view ended, so
         repeated calls only move what changed. Returns the rows written per view;
         ``progress(view, rows)`` is called after each written batch."""
-        import duckdb
-
         end = _utc(end, "end")
         chosen = list(self.views) if views is None else list(views)
         unknown = [name for name in chosen if name not in self.views]
@@ -337,10 +335,8 @@ class FeatureStore:
                 written[name] = 0
                 continue
             self.online.ensure_table(view)
-            conn = duckdb.connect()
-            try:
-                conn.execute("SET TimeZone = 'UTC'")
-                rows_sql = self.offline._view_relation(conn, view, [f.name for f in view.features])
+            features = [f.name for f in view.features]
+            with self.offline.view_rows(name, features) as (conn, rows_sql):
                 values = ", ".join(
                     f"epoch_us({_q(f.name)})" if f.dtype == "timestamp" else _q(f.name)
                     for f in view.features)
@@ -361,8 +357,6 @@ class FeatureStore:
                     count += self.online.write(view, rows)
                     if progress is not None:
                         progress(name, count)
-            finally:
-                conn.close()
             self.online.set_watermark(view, end)
             written[name] = count
         return written
