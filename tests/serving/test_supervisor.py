@@ -4,6 +4,9 @@ kills from outside are only restarts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -88,7 +91,7 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
         started = time.monotonic()
         attacker = threading.Thread(target=attack)
         attacker.start()
-        quarantined = wait_until(lambda: [a for a in attacks if a[0] == 503], timeout=120,
+        quarantined = wait_until(lambda: [a for a in attacks if a[:1] == (503,)], timeout=120,
                                  what="the crashing endpoint to be quarantined")[0][1]
         seconds_to_quarantine = time.monotonic() - started
         crashes_at_quarantine = len([a for a in attacks if isinstance(a, str)])
@@ -122,7 +125,8 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
           f"attacks in {time.monotonic() - begin:.1f} s")
     assert len(healthy) == 1000 and all(status == 200 for status, _ in healthy)
     assert len(during) > 100
-    assert all(a[0] == 503 for a in during), [a for a in during if a[0] != 503][:3]
+    assert all(a[:1] == (503,) for a in during), [a for a in during if a[:1] != (503,)][:3]
+    assert all(a[1] == quarantined for a in during)
     message = quarantined["error"]
     for part in ("endpoint 'bad'", "models:/crash/1", "crashed a server worker", "SIGSEGV",
                  "since", "deploy a new revision", "restart the server"):
@@ -206,3 +210,18 @@ def test_the_restart_backoff_doubles_is_capped_and_jittered():
         assert all(full / 2 <= w <= full for w in waits)
         assert len(waits) > 1  # jittered
     assert max(backoff(1000) for _ in range(50)) <= BACKOFF_CAP_S
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)
+def test_workers_that_all_keep_failing_to_start_stop_the_server_with_a_clear_error(
+        fast, backend, workspace):
+    _register("untrusted", _segfaults_on_predict(), fast["frame"])
+    deploy("bad", {"models:/untrusted/1": 100})
+    # No --trust: every worker refuses to load the pickle and exits; no endpoint can serve.
+    done = subprocess.run(
+        [sys.executable, "-m", "tidal.cli.main", "serve", "bad", "--workers", "2", "--port",
+         "0"], env={**os.environ, **backend.env()}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "server workers keep exiting at start" in done.stderr
+    assert "trust" in done.stderr  # the workers' own reason is shown above it
