@@ -86,15 +86,12 @@ def _live_run(call: Any, order: list[str]) -> PipelineRun:
 
 
 def _graph(info: Any, recorded: PipelineRun) -> tuple[list[str], dict[str, list[str]]]:
-    """The run's steps in order with their upstream steps, from the pipeline's code when it
-    can still be imported (a run outlives its code), else as recorded."""
-    from tidal.pipelines.graph import load_pipeline
-
-    try:
-        graph = load_pipeline(info.target).build(**info.params)
-    except Exception:  # noqa: BLE001 - any failure to rebuild falls back to the record
+    """The run's steps in order with their upstream steps, as the run recorded them: showing
+    a run never imports its pipeline (runs recorded before graphs were: their steps only)."""
+    if not info.graph:
         return list(recorded.steps), {}
-    return graph.order, {n: sorted(node.upstream) for n, node in graph.nodes.items()}
+    return [node for node, _ in info.graph], {node: list(upstream)
+                                              for node, upstream in info.graph}
 
 
 @app.command("run")
@@ -201,11 +198,15 @@ def resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A pipeline run's id.")],
     executor: Annotated[str | None, typer.Option(
         "--executor", "-x", help="Where steps run (default: where the run ran).")] = None,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Import the run's stored target even when the code it names is "
+        "not the code the run recorded.")] = False,
     json: JsonOption = False,
     workspace: WorkspaceOption = None,
     artifacts: ArtifactsOption = None,
 ) -> None:
-    """Finish a killed or failed run: finished steps are reused, the rest run."""
+    """Finish a killed or failed run: finished steps are reused, the rest run. The run's
+    pipeline is imported only if its code on disk is the code the run recorded."""
     from tidal.pipelines.history import get_pipeline_run
     from tidal.pipelines.runner import resume_pipeline
 
@@ -214,7 +215,8 @@ def resume(
     order, _ = _graph(info, recorded)
 
     def call(on_step: Any) -> PipelineRun:
-        return resume_pipeline(run_id, executor=executor, workspace=ws, on_step=on_step)
+        return resume_pipeline(run_id, executor=executor, workspace=ws, on_step=on_step,
+                               trust_code=trust_code)
 
     result = call(None) if json else _live_run(call, order)
     if json:

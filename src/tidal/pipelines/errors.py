@@ -19,6 +19,14 @@ class StepOutputError(TidalError):
     status_code = 422
 
 
+class UntrustedCodeError(TidalError):
+    """A pipeline target read back from the metadata store names code that is not shown to be
+    the code recorded with it: a file, a module outside the import path, a module whose source
+    changed, or one that defines no such pipeline. Nothing of it was imported."""
+
+    status_code = 403
+
+
 class StepFailedError(TidalError):
     """A step raised (after its retries) or ran past its timeout; its descendants did not run.
     ``run`` is the pipeline run (its id, and what every step did) when the driver raised it."""

@@ -1,9 +1,11 @@
-"""Reading pipeline runs back: the list of runs, and one run's graph with each step's state."""
+"""Reading pipeline runs back: the list of runs, and one run's graph with each step's state.
+
+Reading runs back imports nothing: the graph shown is the one the run recorded."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +28,10 @@ class PipelineRunInfo:
     created_at: datetime
     ended_at: datetime | None
     created_by: str | None
+    #: digest of the source file that defined the pipeline when it ran (None for older runs)
+    code_digest: str | None = None
+    #: ``[node, [upstream nodes]]`` in run order, as recorded (empty for older runs)
+    graph: list[list[Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -41,7 +47,8 @@ def _when(ms: int | None) -> datetime | None:
 def _info(row: Any) -> PipelineRunInfo:
     return PipelineRunInfo(row.id, row.pipeline, row.target, json.loads(row.params),
                            row.executor, row.status, _when(row.created_at),  # type: ignore[arg-type]
-                           _when(row.ended_at), row.created_by)
+                           _when(row.ended_at), row.created_by, row.code_digest,
+                           [] if row.graph is None else json.loads(row.graph))
 
 
 def list_pipeline_runs(pipeline: str | None = None, *, limit: int = 50,

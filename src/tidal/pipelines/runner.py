@@ -32,6 +32,7 @@ from tidal.pipelines.graph import Graph, Node, Pipeline
 from tidal.pipelines.materializers import OutputSlot, load_output, save_output
 from tidal.pipelines.schema import pipeline_runs, step_runs
 from tidal.pipelines.step import Step
+from tidal.pipelines.targets import code_digest, load_recorded
 from tidal.store.workspace import Workspace, current_workspace, open_workspace
 
 
@@ -111,18 +112,18 @@ def _call_with_timeout(function: Any, kwargs: dict[str, Any], timeout: float | N
 def execute_step(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run one step from its task (any process that reaches the stores can): read inputs,
     call the function with retries and a timeout, store its outputs, all in a child run."""
-    import tidal
+    from tidal.tracking.fluent import start_run
 
     ws = open_workspace(task["db_url"], task["artifacts"])
     step = import_step(task["target"])
     inputs = {name: load_output(ref, ws) for name, ref in task["inputs"].items()}
     options = step.options
     attempts = 0
-    with tidal.start_run(name=task["node"], parent=task["parent"], workspace=ws,
-                         params={k: json.dumps(v) if not isinstance(v, str) else v
-                                 for k, v in task["params"].items()},
-                         tags={"tidal.pipeline": task["pipeline"], "tidal.step": step.name},
-                         system_metrics=False) as run:
+    with start_run(name=task["node"], parent=task["parent"], workspace=ws,
+                   params={k: json.dumps(v) if not isinstance(v, str) else v
+                           for k, v in task["params"].items()},
+                   tags={"tidal.pipeline": task["pipeline"], "tidal.step": step.name},
+                   system_metrics=False) as run:
         for ref in task["inputs"].values():
             if "dataset" in ref:
                 from tidal.data.uri import parse_ref
@@ -203,8 +204,8 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
     ("inline", "process" or "ray"), reusing cached outputs unless ``cache=False``.
     ``on_step`` is called with each step's record whenever its state changes; ``parent`` makes
     the pipeline's tracked run a child of that run (as tuning trials are)."""
-    import tidal
     from tidal.tracking.environment import user_name
+    from tidal.tracking.fluent import start_run
 
     if not isinstance(pipeline, Pipeline):
         raise InvalidValueError(f"run_pipeline takes a @tidal.pipeline, got "
@@ -215,16 +216,18 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
     values = pipeline.parameters(dict(params or {}))
     graph = pipeline.build(**values)
     ws = workspace or current_workspace()
-    run = tidal.start_run(pipeline.name, name=pipeline.name, workspace=ws, parent=parent,
-                          params={k: json.dumps(v) if not isinstance(v, str) else v
-                                  for k, v in values.items()},
-                          tags={"tidal.pipeline": pipeline.name, "tidal.executor": executor},
-                          system_metrics=False)
+    run = start_run(pipeline.name, name=pipeline.name, workspace=ws, parent=parent,
+                    params={k: json.dumps(v) if not isinstance(v, str) else v
+                            for k, v in values.items()},
+                    tags={"tidal.pipeline": pipeline.name, "tidal.executor": executor},
+                    system_metrics=False)
     try:
         ws.db.write(lambda conn: conn.execute(insert(pipeline_runs).values(
             id=run.id, pipeline=pipeline.name, target=pipeline.target,
             params=json.dumps(values, sort_keys=True, default=str), executor=executor,
-            status="running", created_at=now_ms(), created_by=user_name())))
+            status="running", created_at=now_ms(), created_by=user_name(),
+            code_digest=code_digest(pipeline), graph=json.dumps(
+                [[name, sorted(graph.nodes[name].upstream)] for name in graph.order]))))
         result = PipelineRun(run.id, pipeline.name, "running", workspace=ws)
         _execute(graph, ws, result, executor, cache, on_step)
     except BaseException as error:
@@ -236,9 +239,14 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any] | None = None, *,
 
 def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = True,
                     workspace: Workspace | None = None,
-                    on_step: Callable[[StepRecord], None] | None = None) -> PipelineRun:
+                    on_step: Callable[[StepRecord], None] | None = None,
+                    trust_code: bool = False) -> PipelineRun:
     """Finish a pipeline run that was killed or failed: steps that finished keep their
-    outputs and do not run again; the others run, on ``executor`` (default: the run's)."""
+    outputs and do not run again; the others run, on ``executor`` (default: the run's).
+
+    The run's stored target is imported only when the source it names is, byte for byte, the
+    code the run recorded and defines that pipeline (UntrustedCodeError otherwise, before any
+    import); ``trust_code=True`` imports the stored target as it is."""
     from tidal.tracking import store
     from tidal.tracking.schema import runs
 
@@ -252,9 +260,10 @@ def resume_pipeline(run_id: str, *, executor: str | None = None, cache: bool = T
     if row.status == "finished":
         raise InvalidValueError(f"pipeline run {run_id} already finished; run the pipeline "
                                 "again instead", field="run_id")
-    from tidal.pipelines.graph import load_pipeline
-
-    pipeline = load_pipeline(row.target)
+    pipeline = load_recorded(
+        row.target, row.code_digest, trust_code=trust_code, field="target",
+        remedy=f"If you trust the code this target names now, resume with trust_code=True "
+               f"(Python) / tidal pipeline resume {run_id} --trust-code (CLI)")
     graph = pipeline.build(**json.loads(row.params))
     result = PipelineRun(run_id, row.pipeline, "running", workspace=ws,
                          recorded={record.node for record in records})

@@ -4,6 +4,11 @@ A pipeline run is also a tracked run (same id) and each step run a child run, so
 metrics and logs show in ``tidal runs``; these tables add what orchestration needs: the
 graph's nodes, their cache keys, states, attempts, and references to their stored outputs, so
 a run can be shown, resumed and reused by the cache.
+
+A pipeline run also records the digest of the source file that defines its pipeline
+(``code_digest``), which resume compares with the code on disk before importing it, and its
+graph (``graph``: JSON list of ``[node, [upstream nodes]]`` in run order), which is how a run
+is shown without importing anything.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ pipeline_runs = Table(
     Column("created_at", Millis, nullable=False),
     Column("ended_at", Millis, nullable=True),
     Column("created_by", String(KEY_LENGTH), nullable=True),
+    Column("code_digest", String(80), nullable=True),
+    Column("graph", Text, nullable=True),
 )
 
 # ``outputs``: JSON list of materializer references; ``cached_from``: the step run whose
