@@ -94,7 +94,7 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
         quarantined = wait_until(lambda: [a for a in attacks if a[:1] == (503,)], timeout=120,
                                  what="the crashing endpoint to be quarantined")[0][1]
         seconds_to_quarantine = time.monotonic() - started
-        crashes_at_quarantine = len([a for a in attacks if isinstance(a, str)])
+        failed_attacks = len([a for a in attacks if isinstance(a, str)])
         wait_until(lambda: len(server.workers()) == 2 and server.ready(), timeout=120,
                    what="both workers to be back")
         crashes_before = _crashes(server, "bad", "models:/crash/1")
@@ -120,9 +120,10 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
         stop.set()
         server.stop()
     during = attacks[attacked_from:]
-    print(f"quarantined after {seconds_to_quarantine:.2f} s and {crashes_at_quarantine} "
-          f"crashed request(s); then {len(healthy)} healthy requests and {len(during)} "
-          f"attacks in {time.monotonic() - begin:.1f} s")
+    print(f"quarantined {seconds_to_quarantine:.2f} s into the attack, after {crashes_before:g} "
+          f"worker crash(es) and {failed_attacks} attack(s) that got no answer; then "
+          f"{len(healthy)} healthy requests and {len(during)} attacks in "
+          f"{time.monotonic() - begin:.1f} s")
     assert len(healthy) == 1000 and all(status == 200 for status, _ in healthy)
     assert len(during) > 100
     assert all(a[:1] == (503,) for a in during), [a for a in during if a[:1] != (503,)][:3]
