@@ -74,6 +74,12 @@ steps = [10, 50, 100]
     ({"triggers": [{"kind": "performance", "metric": "accuracy", "threshold": 0.5,
                     "correction": "bh"}]}, "triggers[0]", "not correction"),
     ({"training": {"pipeline": "no_colon"}}, "training.pipeline", "module:name"),
+    ({"training": {"pipeline": "flows.py:retrain"}}, "training.pipeline", "not a file"),
+    ({"training": {"pipeline": "/tmp/flows.py:retrain"}}, "training.pipeline", "not a file"),
+    ({"training": {"pipeline": "tests.loop.flows:retrain.__call__"}}, "training.pipeline",
+     "module:name"),
+    ({"training": {"code_digest": "md5:0f"}}, "training.code_digest", "blake2b"),
+    ({"training": {"code_digest": 7}}, "training.code_digest", "blake2b"),
     ({"training": {"mode": "decay"}}, "training.half_life", "half_life"),
     ({"training": {"mode": "forever"}}, "training.mode", "sliding, decay"),
     ({"training": {"holdout": 0.99}}, "training.holdout", "between"),
@@ -125,7 +131,7 @@ def test_the_readme_policy_is_a_valid_policy():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## The closed loop"):]
-    text = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    text = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
     policy = LoopPolicy.from_dict(tomllib.loads(text))
     assert policy.rollout.steps == (10.0, 50.0, 100.0)
     assert policy.gate.guards == {"log_loss": 0.02}

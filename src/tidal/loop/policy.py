@@ -9,6 +9,8 @@ and every figure a decision is held to can be shown next to the decision.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +23,8 @@ from tidal.models.gates import METRICS
 
 TRIGGER_KINDS = ("drift", "performance", "schedule", "labels")
 TRAINING_MODES = ("sliding", "decay")
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
+_DIGEST = re.compile(r"blake2b:[0-9a-f]{64}")
 
 
 class PolicyError(InvalidValueError):
@@ -47,7 +51,7 @@ def _positive_int(value: Any, where: str) -> int:
 
 def _number(value: Any, where: str, low: float | None = None,
             high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise PolicyError(f"{where} must be a number, got {value!r}", field=where)
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -170,6 +174,9 @@ class Training:
     mode "sliding": only the latest ``window``; mode "decay": everything, each row weighted by
     0.5 ** (age / ``half_life``), passed to the pipeline as a weight column. The most recent
     ``holdout`` share (by time) is kept out of training to gate the challenger on.
+
+    ``code_digest`` is the digest of the pipeline's source file, recorded when the policy is
+    applied: a retraining imports the pipeline only while its code on disk is that code.
     """
 
     pipeline: str
@@ -180,19 +187,28 @@ class Training:
     holdout: float = 0.25
     min_rows: int = 200
     params: dict[str, Any] = field(default_factory=dict)
+    code_digest: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Training:
         data = dict(data)
         unknown = sorted(set(data) - {"pipeline", "label", "mode", "window", "half_life",
-                                      "holdout", "min_rows", "params"})
+                                      "holdout", "min_rows", "params", "code_digest"})
         if unknown:
             raise PolicyError(f"training: unknown setting(s) {', '.join(unknown)}",
                               field="training")
         target = data.get("pipeline")
-        if not isinstance(target, str) or ":" not in target:
+        if not isinstance(target, str) or not _TARGET.fullmatch(target) \
+                or target.partition(":")[0].endswith(".py"):
             raise PolicyError("training.pipeline must name a @tidal.pipeline as "
-                              f"'module:name', got {target!r}", field="training.pipeline")
+                              f"'package.module:name' (a module, not a file), got {target!r}",
+                              field="training.pipeline")
+        code_digest = data.get("code_digest")
+        if code_digest is not None and not (isinstance(code_digest, str)
+                                            and _DIGEST.fullmatch(code_digest)):
+            raise PolicyError("training.code_digest is recorded by apply_policy as "
+                              f"'blake2b:<64 hex>', got {code_digest!r}",
+                              field="training.code_digest")
         mode = data.get("mode", "sliding")
         if mode not in TRAINING_MODES:
             raise PolicyError(f"training.mode must be one of {', '.join(TRAINING_MODES)}, got "
@@ -215,7 +231,7 @@ class Training:
             half_life=None if half_life is None else _span(half_life, "training.half_life"),
             holdout=_number(data.get("holdout", 0.25), "training.holdout", 0.05, 0.9),
             min_rows=_positive_int(data.get("min_rows", 200), "training.min_rows"),
-            params=params)
+            params=params, code_digest=code_digest)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"pipeline": self.pipeline, "label": self.label, "mode": self.mode,
@@ -223,6 +239,8 @@ class Training:
                "min_rows": self.min_rows, "params": self.params}
         if self.half_life is not None:
             out["half_life"] = format_duration_text(self.half_life)
+        if self.code_digest is not None:
+            out["code_digest"] = self.code_digest
         return out
 
 

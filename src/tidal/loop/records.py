@@ -51,8 +51,9 @@ def apply_policy(policy: LoopPolicy | dict[str, Any] | str | Path, *,
     """Store ``policy`` (a LoopPolicy, its dict, or a TOML/JSON file), replacing one of the
     same name; its controller state is kept, so a policy changed mid-rollout goes on with the
     rollout under the new settings. The pipeline it names is imported now, so a typo fails
-    here rather than at the first retraining."""
-    from tidal.pipelines.graph import load_pipeline
+    here rather than at the first retraining, and the digest of its code is recorded: a
+    retraining runs that code only."""
+    from tidal.loop.training import pin_pipeline
 
     if isinstance(policy, (str, Path)):
         policy = read_policy_file(policy)
@@ -61,7 +62,7 @@ def apply_policy(policy: LoopPolicy | dict[str, Any] | str | Path, *,
     elif not isinstance(policy, LoopPolicy):
         raise PolicyError(f"apply_policy takes a LoopPolicy, a dict or a policy file, got "
                           f"{type(policy).__name__}", field="policy")
-    load_pipeline(policy.training.pipeline)
+    policy = pin_pipeline(policy)
     workspace = workspace or current_workspace()
     now = now_ms()
     config = json.dumps(policy.to_dict(), sort_keys=True)

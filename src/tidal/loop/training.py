@@ -10,7 +10,7 @@ lineage points at exactly what it learned from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,7 @@ def training_sets(policy: LoopPolicy, now: datetime, *, workspace: Workspace) ->
         assert training.half_life is not None
         age = (pd.Timestamp(now) - times).dt.total_seconds().to_numpy()
         frame[WEIGHT_COLUMN] = 0.5 ** (age / training.half_life.total_seconds())
-    cut = len(frame) - max(1, int(round(len(frame) * training.holdout)))
+    cut = len(frame) - max(1, round(len(frame) * training.holdout))
     train, holdout = frame.iloc[:cut].reset_index(drop=True), \
         frame.iloc[cut:].reset_index(drop=True)
     if WEIGHT_COLUMN in holdout.columns:
@@ -73,21 +73,37 @@ def training_sets(policy: LoopPolicy, now: datetime, *, workspace: Workspace) ->
         "holdout_from": times.iloc[cut].isoformat(), "mode": training.mode})
 
 
+def pin_pipeline(policy: LoopPolicy) -> LoopPolicy:
+    """``policy`` with the digest of its training pipeline's code as it is now, which
+    applying a policy records: the pipeline is imported here (the user applying a policy is
+    running their own code), so a typo fails now rather than at the first retraining."""
+    from tidal.pipelines.graph import load_pipeline
+    from tidal.pipelines.targets import code_digest
+
+    digest = code_digest(load_pipeline(policy.training.pipeline))
+    return replace(policy, training=replace(policy.training, code_digest=digest))
+
+
 def train_challenger(policy: LoopPolicy, sets: TrainingSets, cycle: str, *,
                      workspace: Workspace) -> tuple[Any, dict[str, Any]]:
     """Register the training sets, run the policy's pipeline on the training set and register
-    the model its last step returns as the next version of the policy's model."""
+    the model its last step returns as the next version of the policy's model. The pipeline
+    is imported only while its code on disk is the code recorded when the policy was applied
+    (UntrustedCodeError otherwise, before anything is imported or registered)."""
     from tidal.data.versions import register as register_dataset
     from tidal.models.registry import register
-    from tidal.pipelines.graph import load_pipeline
     from tidal.pipelines.runner import run_pipeline
+    from tidal.pipelines.targets import load_recorded
 
     training = policy.training
+    pipeline = load_recorded(
+        training.pipeline, training.code_digest, trust_code=False, field="training.pipeline",
+        remedy=f"If you trust the code it names now, apply policy {policy.name!r} again "
+               "(tidal loop apply FILE / tidal.loop.apply_policy), which records that code")
     train = register_dataset(f"{policy.name}-train", sets.train, workspace=workspace,
                              description=f"loop {policy.name}: training window")
     holdout = register_dataset(f"{policy.name}-holdout", sets.holdout, workspace=workspace,
                                description=f"loop {policy.name}: time-ordered holdout")
-    pipeline = load_pipeline(training.pipeline)
     params = {**training.params, "dataset": train.uri, "label": training.label}
     if training.mode == "decay":
         params["weight"] = WEIGHT_COLUMN
