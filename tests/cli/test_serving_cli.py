@@ -77,3 +77,25 @@ def test_serve_refuses_a_public_address_without_a_token(cli: Invoke, w, tmp_path
     assert_clean_error(cli(*w, "serve", "web", "--port", "70000"), 2, "port must be")
     assert_clean_error(cli(*w, "serve", "web", "--log-level", "loud"), 2, "log level")
     assert_clean_error(cli(*w, "serve", "nope"), 1, "does not exist")
+
+
+@pytest.mark.parametrize(("option", "bad"), [
+    ("--header-timeout", "0"), ("--header-timeout", "nan"), ("--body-timeout", "-1"),
+    ("--idle-timeout", "99999"), ("--max-connections", "0"),
+    ("--max-rows-per-request", "0")])
+def test_serve_refuses_bad_limits_naming_the_option(cli: Invoke, w, option: str, bad: str):
+    cli(*w, "deploy", "web", "--route", "ctr/1")
+    assert_clean_error(cli(*w, "serve", "web", option, bad), 2, option)
+
+
+def test_serve_limit_defaults_are_the_server_settings_defaults():
+    import inspect
+
+    from tidal.cli.serving import serve
+    from tidal.serving.app import ServerSettings
+
+    defaults = ServerSettings()
+    parameters = inspect.signature(serve).parameters
+    for name in ("header_timeout", "body_timeout", "idle_timeout", "max_connections",
+                 "max_rows_per_request", "max_body_bytes", "reload_interval"):
+        assert parameters[name].default == getattr(defaults, name), name

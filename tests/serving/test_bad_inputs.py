@@ -23,6 +23,10 @@ GOOD_TENSORS = [_tensor("age", "INT64", [40]), _tensor("income", "FP64", [52000.
 
 BINARY_HEADER = (b'{"inputs":[{"name":"age","shape":[1],"datatype":"INT64",'
                  b'"parameters":{"binary_data_size":64}}]}')
+FP32_HEADER = (b'{"inputs":[{"name":"income","shape":[1],"datatype":"FP32",'
+               b'"parameters":{"binary_data_size":5}}]}')
+# Deeper than Python's recursion limit (about 1,000) and within orjson's (1,024).
+DEEP = b"[" * 1000 + b"1" + b"]" * 1000
 
 # (case id, method, path, request keyword arguments, expected status, words in the message)
 CASES = [
@@ -119,6 +123,23 @@ CASES = [
     ("infer: version not a number", "POST", "/v2/models/ctr/versions/abc/infer",
      {"json": {"inputs": GOOD_TENSORS}}, 404, "serves no version"),
     ("metadata: unknown model", "GET", "/v2/models/nope", {}, 404, "not served here"),
+    # Numbers in paths and headers are ASCII digits: '²' passes str.isdigit() but not int().
+    ("infer: a superscript version", "POST", "/v2/models/ctr/versions/%C2%B2/infer",
+     {"json": {"inputs": GOOD_TENSORS}}, 404, "serves no version '²'"),
+    ("infer: a superscript header length", "POST", "/v2/models/ctr/infer",
+     {"content": b'{"inputs": []}', "headers": {"inference-header-content-length": b"\xb2"}},
+     400, "Inference-Header-Content-Length"),
+    ("records nested 1,000 deep", "POST", "/predict/ctr",
+     {"content": b'{"records": [{"age": ' + DEEP
+      + b', "income": 1.0, "city": "lyon", "member": true}]}'}, 422,
+     "column 'age': expected int64"),
+    ("infer: data nested 1,000 deep", "POST", "/v2/models/ctr/infer",
+     {"content": b'{"inputs": [{"name": "age", "datatype": "INT64", "shape": [1], "data": '
+      + DEEP + b"}]}"}, 422, "declared INT64"),
+    ("infer: FP32 bytes not a multiple of 4", "POST", "/v2/models/ctr/infer",
+     {"content": FP32_HEADER + b"12345",
+      "headers": {"inference-header-content-length": str(len(FP32_HEADER))}}, 400,
+     "not a whole number of FP32 values"),
     ("feedback: not a list", "POST", "/feedback/ctr", {"json": {"feedback": "yes"}}, 400,
      "feedback"),
     ("feedback: no request id", "POST", "/feedback/ctr",

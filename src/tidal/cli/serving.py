@@ -124,6 +124,23 @@ def serve(
         "--trust", help="Allow models stored as pickles (river, pyfunc) to load.")] = False,
     no_log: Annotated[bool, typer.Option(
         "--no-log", help="Do not write the prediction log.")] = False,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", metavar="SECONDS",
+        help="Time from a request's first byte to the end of its headers; slower clients get "
+             "408 and are disconnected.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", metavar="SECONDS",
+        help="Longest wait between two pieces of a request's body before disconnecting.")]
+    = 30.0,
+    idle_timeout: Annotated[float, typer.Option(
+        "--idle-timeout", metavar="SECONDS",
+        help="How long a connection may stay open without a request.")] = 75.0,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", metavar="N",
+        help="Connections each worker serves at once; beyond, requests get 503.")] = 1000,
+    max_rows_per_request: Annotated[int, typer.Option(
+        "--max-rows-per-request", metavar="N",
+        help="Most rows in one request; larger requests get 413.")] = 10_000,
     quarantine_after: Annotated[int, typer.Option(
         "--quarantine-after", metavar="N",
         help="With several workers: crashes of one endpoint's model (a kill by the OOM "
@@ -145,10 +162,17 @@ def serve(
     if max_body_bytes < 1024 or reload_interval <= 0:
         raise InvalidValueError("--max-body-bytes must be at least 1024 and --reload-interval "
                                 "positive", field="max_body_bytes")
+    try:
+        settings = ServerSettings(
+            max_body_bytes=max_body_bytes, reload_interval=reload_interval, trust=trust,
+            log_predictions=not no_log, header_timeout=header_timeout,
+            body_timeout=body_timeout, idle_timeout=idle_timeout,
+            max_connections=max_connections, max_rows_per_request=max_rows_per_request)
+    except InvalidValueError as error:  # named as the option the user typed
+        option = f"--{(error.field or '').replace('_', '-')}"
+        raise InvalidValueError(f"{option}: {error.message}", field=error.field) from None
     ws = open_workspace(ctx, workspace, artifacts)
     token = None if token_file is None else read_token(token_file)
-    settings = ServerSettings(max_body_bytes=max_body_bytes, reload_interval=reload_interval,
-                              trust=trust, log_predictions=not no_log)
     run_server(endpoint_names or None, host=host, port=port, workers=workers,
                model_threads=model_threads, token=token, settings=settings, workspace=ws,
                log_level=log_level, quarantine_after=quarantine_after,

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tidal.errors import TidalError
+from tidal.errors import InvalidValueError, TidalError
 from tidal.ids import now_ms
 from tidal.serving import oip
 from tidal.serving.endpoints import (
@@ -43,6 +43,7 @@ from tidal.serving.inputs import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     check_columns,
+    parse_count,
     parse_simple,
 )
 from tidal.serving.labels import LabelRule
@@ -57,6 +58,10 @@ from tidal.store.workspace import Workspace
 log = logging.getLogger("tidal.serving")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: Each limit's accepted range: (low, high) in seconds, or from 1 to high for counts.
+_SECONDS_LIMITS = {"header_timeout": (0.1, 3600.0), "body_timeout": (0.1, 3600.0),
+                   "idle_timeout": (0.1, 3600.0)}
+_COUNT_LIMITS = {"max_connections": 1_000_000, "max_rows_per_request": 100_000_000}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_SHADOW_TASKS = 1000
 _RETIRE_AFTER_S = 30.0
@@ -81,11 +86,32 @@ class NotReadyError(TidalError):
     status_code = 503
 
 
+class ClientGoneError(TidalError):
+    """The client closed the connection (or it timed out) before its body arrived: nobody
+    reads the answer, but the request ends as a refusal rather than a server error."""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """How a server answers: which endpoints (None: every endpoint in the workspace, new ones
     included), the bearer token (None: no check), the body limit, how often routes are
-    polled, whether pickle-based flavors may load, and whether predictions are logged."""
+    polled, whether pickle-based flavors may load, and whether predictions are logged.
+
+    The limits that keep one client from holding a worker (checked here: a bad value raises
+    ``InvalidValueError`` naming the field):
+
+    - ``header_timeout``: seconds from a request's first byte to the end of its headers;
+      a slower client gets 408 and is disconnected.
+    - ``body_timeout``: the longest wait, in seconds, between two reads of a request's body.
+    - ``idle_timeout``: seconds a connection may stay open without a request (before its
+      first, or after an answer). Longer than clients keep idle connections (httpx and
+      requests: 5 s), so a client never reuses one at the instant the server closes it.
+    - ``max_connections``: connections one worker serves at once; while more are open, new
+      requests are answered 503.
+    - ``max_rows_per_request``: more rows in one request are refused with 413 before they
+      are read, so that one request cannot hold a model (and the requests batched behind it)
+      for seconds.
+    """
 
     endpoints: tuple[str, ...] | None = None
     token: str | None = None
@@ -94,6 +120,23 @@ class ServerSettings:
     trust: bool = False
     log_predictions: bool = True
     trust_feature_code: bool = False
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_connections: int = 1000
+    max_rows_per_request: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _SECONDS_LIMITS.items():
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not low <= value <= high:  # NaN fails too
+                raise InvalidValueError(f"{name} must be a number of seconds from {low:g} to "
+                                        f"{high:g}, got {value!r}", field=name)
+        for name, high in _COUNT_LIMITS.items():
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= high:
+                raise InvalidValueError(f"{name} must be an integer from 1 to {high:,}, got "
+                                        f"{value!r}", field=name)
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -131,7 +174,9 @@ class ServingApp:
         self._reported_drops = 0
         self.prediction_log: Any = None
         self.request_ids: RequestIds | None = None
-        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+        # Every TidalError, raised in any route, is answered with its status and message.
+        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
+                             exception_handlers={TidalError: self._refused})
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
@@ -160,14 +205,15 @@ class ServingApp:
     def _handler(self, handle: Callable[[Request], Awaitable[Response]], *,
                  auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            try:
-                if auth and self._token is not None:
-                    self._authorize(request)
-                return await handle(request)
-            except TidalError as error:
-                return _error(error)
+            if auth and self._token is not None:
+                self._authorize(request)
+            return await handle(request)
 
         return endpoint
+
+    @staticmethod
+    async def _refused(_request: Request, error: TidalError) -> Response:
+        return _error(error)
 
     def _authorize(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -298,11 +344,12 @@ class ServingApp:
         limit = self.settings.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            size = parse_count(length)
+            if size is None:
                 raise BadRequestError(f"Content-Length {length!r} is not a number",
                                       field="content-length")
-            if int(length) > limit:
-                raise PayloadTooLargeError(f"the body is {int(length)} bytes; this server "
+            if size > limit:
+                raise PayloadTooLargeError(f"the body is {size} bytes; this server "
                                            f"accepts at most {limit}", field="body")
         kind = request.headers.get("content-type", _JSON).split(";", 1)[0].strip().lower()
         if not (kind.endswith("json") or kind in ("", "text/plain")
@@ -310,12 +357,16 @@ class ServingApp:
             raise UnsupportedMediaTypeError(f"content type {kind!r} is not accepted; send "
                                             "application/json", field="content-type")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"the body is over {limit} bytes, the most this "
-                                           "server accepts", field="body")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"the body is over {limit} bytes, the most "
+                                               "this server accepts", field="body")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ClientGoneError("the connection closed before the whole body arrived",
+                                  field="body") from None
         return b"".join(chunks)
 
     async def _json_body(self, request: Request) -> Any:
@@ -541,7 +592,8 @@ class ServingApp:
         number = request.path_params.get("version")
         if number is None:
             return state, None
-        model = state.by_version(int(number)) if number.isdigit() else None
+        version = parse_count(number)
+        model = None if version is None else state.by_version(version)
         if model is None:
             served = ", ".join(str(m.version.version) for m in state.models())
             raise EndpointNotFoundError(f"endpoint {state.name!r} serves no version {number!r};"
@@ -573,7 +625,8 @@ class ServingApp:
                 if isinstance(parameters, dict) else None
             choice = RouteChoice(pinned.uri, pinned) if pinned else self._pick(state, key)
             signature = choice.model.loaded.signature
-            columns, wanted, given_id, parameters = oip.parse_infer(payload, binary, signature)
+            columns, wanted, given_id, parameters = oip.parse_infer(
+                payload, binary, signature, self.settings.max_rows_per_request)
             client_id = self._client_id(request, given_id)
             request_id = self._request_id(state, columns)
             names = [o["name"] for o in wanted] or ["predict"]

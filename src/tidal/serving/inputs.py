@@ -8,6 +8,8 @@ microseconds; the batch is turned into a DataFrame once, after coalescing.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +17,16 @@ from tidal.errors import InvalidValueError, TidalError
 from tidal.models.signature import ColumnSpec, Signature, SignatureMismatchError, TensorSpec
 
 MAX_PROBLEMS = 20
+#: The deepest a value of an ``object`` column may nest (lists and objects in lists...).
+#: orjson parses up to 1,024 levels, but Python code that walks a value (repr, NumPy, a
+#: model) recurses once a level and fails at about 1,000 with a RecursionError.
+MAX_DEPTH = 32
+DEFAULT_MAX_ROWS = 10_000
+#: A count written in a path or header: ASCII digits only. ``int()`` and ``str.isdigit()``
+#: also take other scripts' digits and superscripts ('²', '٣'), which then fail elsewhere.
+_COUNT = re.compile(r"[0-9]{1,18}", re.ASCII)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 30, 30, 4, 4
 INT_RANGES = {"int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1),
                "int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1),
                "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1),
@@ -35,6 +47,37 @@ class UnsupportedMediaTypeError(TidalError):
     """The body is not JSON (415)."""
 
     status_code = 415
+
+
+def parse_count(text: str) -> int | None:
+    """The non-negative integer a path segment or header spells in ASCII digits (at most 18,
+    so it fits an int64), or None for anything else."""
+    return int(text) if _COUNT.fullmatch(text) else None
+
+
+def check_rows(rows: int, max_rows: int, field: str) -> None:
+    """Refuse a request of more rows than the server takes, before any work on them: one
+    huge request would hold the model, and every request batched behind it, for seconds."""
+    if rows > max_rows:
+        raise PayloadTooLargeError(f"the request has {rows} rows; this server takes at most "
+                                   f"{max_rows} per request (max_rows_per_request, tidal serve "
+                                   "--max-rows-per-request): send them in several requests",
+                                   field=field)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels in ``value``; walked with a
+    stack of its own, so no depth can exhaust Python's."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (list, dict)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 class Columns:
@@ -66,15 +109,14 @@ def _value_problem(value: Any, spec: ColumnSpec) -> str | None:
     elif kind == "bool":
         if cls is bool:
             return None
-    elif kind in ("string", "category"):
-        if cls is str:
-            return None
-    elif kind == "datetime":
+    elif kind in ("string", "category", "datetime"):
         if cls is str:
             return None
     else:  # object
+        if (cls is list or cls is dict) and too_deep(value):
+            return f"a value nested more than {MAX_DEPTH} levels deep"
         return None
-    return f"expected {kind}, got {_json_type(value)} {_short(value)}"
+    return f"expected {kind}, got {_json_type(value)} {short(value)}"
 
 
 def _json_type(value: Any) -> str:
@@ -82,9 +124,10 @@ def _json_type(value: Any) -> str:
             dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def short(value: Any) -> str:
+    """A value as an error message quotes it: a few levels and characters of it, however deep
+    or long it is."""
+    return _REPR.repr(value)
 
 
 def check_columns(signature: Signature | None, columns: Columns, *,
@@ -154,10 +197,11 @@ def _isnan_any(values: Any) -> bool:
     return bool(np.isnan(values).any())
 
 
-def _records(records: Any) -> Columns:
+def _records(records: Any, max_rows: int) -> Columns:
     if not isinstance(records, list) or not records:
         raise BadRequestError("'records' must be a non-empty list of objects, one per row",
                               field="records")
+    check_rows(len(records), max_rows, "records")
     first = records[0]
     if not isinstance(first, dict):
         raise BadRequestError(f"record 0 is {_json_type(first)}; each record is an object "
@@ -179,7 +223,7 @@ def _records(records: Any) -> Columns:
     return Columns(data, len(records))
 
 
-def _columns(columns: Any) -> Columns:
+def _columns(columns: Any, max_rows: int) -> Columns:
     if not isinstance(columns, dict) or not columns:
         raise BadRequestError("'columns' must be a non-empty object of column name to list of "
                               "values", field="columns")
@@ -192,29 +236,34 @@ def _columns(columns: Any) -> Columns:
     if len(lengths) != 1 or 0 in lengths:
         raise BadRequestError(f"the columns have lengths {sorted(lengths)}; they must all have "
                               "the same, non-zero, length", field="columns")
-    return Columns(columns, lengths.pop())
+    rows = lengths.pop()
+    check_rows(rows, max_rows, "columns")
+    return Columns(columns, rows)
 
 
-def _instances(instances: Any, spec: TensorSpec) -> Columns:
+def _instances(instances: Any, spec: TensorSpec, max_rows: int) -> Columns:
     import numpy as np
 
     if not isinstance(instances, list) or not instances:
         raise BadRequestError("'instances' must be a non-empty list, one entry per row",
                               field="instances")
+    check_rows(len(instances), max_rows, "instances")
     try:
         array = np.asarray(instances)
     except (ValueError, TypeError):
         raise BadRequestError("'instances' is not a regular array (rows of different shapes)",
                               field="instances") from None
     if array.dtype.kind not in "biuf":
-        raise SignatureMismatchError([f"'instances' holds {_json_type(instances[0])} values; "
-                                      f"the model takes a {spec.dtype} tensor"])
+        raise SignatureMismatchError([(f"'instances' holds {_json_type(instances[0])} "
+                                       f"values; the model takes a {spec.dtype} tensor")])
     return Columns({"": array}, len(array))
 
 
-def parse_simple(body: Any, signature: Signature | None) -> tuple[Columns, Mapping[str, Any]]:
+def parse_simple(body: Any, signature: Signature | None, max_rows: int = DEFAULT_MAX_ROWS,
+                 ) -> tuple[Columns, Mapping[str, Any]]:
     """A simple-protocol body: ``{"records": [...]}``, ``{"columns": {...}}``, or for tensor
-    models ``{"instances": [...]}``; plus the optional ``key`` (A/B routing) and ``id``."""
+    models ``{"instances": [...]}``; plus the optional ``key`` (A/B routing) and ``id``.
+    More than ``max_rows`` rows are refused (413) before any row is read."""
     if not isinstance(body, dict):
         raise BadRequestError(f"the body is a JSON {_json_type(body)}; send an object with "
                               "'records' or 'columns'", field="body")
@@ -232,10 +281,12 @@ def parse_simple(body: Any, signature: Signature | None) -> tuple[Columns, Mappi
         if not tensor:
             raise BadRequestError("'instances' is for tensor models; this model takes columns: "
                                   "send 'records' or 'columns'", field="instances")
-        return _instances(body["instances"], signature.inputs), body  # type: ignore[union-attr]
+        spec: TensorSpec = signature.inputs  # type: ignore[union-attr]
+        return _instances(body["instances"], spec, max_rows), body
     if tensor:
         raise BadRequestError("this model takes a tensor: send {'instances': [...]}",
                               field=given[0])
-    parsed = _records(body["records"]) if given[0] == "records" else _columns(body["columns"])
+    parsed = _records(body["records"], max_rows) if given[0] == "records" \
+        else _columns(body["columns"], max_rows)
     return parsed, body
 

@@ -11,9 +11,19 @@ from typing import Any
 import orjson
 
 from tidal.models.signature import ColumnSpec, Signature, SignatureMismatchError, TensorSpec
-from tidal.serving.inputs import BadRequestError, Columns
+from tidal.serving.inputs import (
+    DEFAULT_MAX_ROWS,
+    BadRequestError,
+    Columns,
+    check_rows,
+    parse_count,
+    short,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
+#: NumPy's own limit is 64 dimensions; no model input needs more than a few.
+MAX_DIMENSIONS = 32
+MAX_DIMENSION = 2**31 - 1
 _TO_NUMPY = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32",
              "INT64": "int64", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
              "UINT64": "uint64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
@@ -60,11 +70,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
     if header_length is None:
         json_part, rest = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        cut = parse_count(header_length)
+        if cut is None or cut > len(body):
             raise BadRequestError(f"Inference-Header-Content-Length {header_length!r} is not a "
                                   f"length within the body ({len(body)} bytes)",
                                   field="Inference-Header-Content-Length")
-        cut = int(header_length)
         json_part, rest = body[:cut], body[cut:]
     try:
         return orjson.loads(json_part), rest
@@ -75,21 +85,30 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
 
 def _shape(tensor: dict[str, Any], position: int) -> list[int]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not shape or not all(
-            type(d) is int and d >= 0 for d in shape):
-        raise BadRequestError(f"input {position} has shape {shape!r}; a shape is a non-empty "
-                              "list of non-negative integers", field="inputs")
+    if not isinstance(shape, list) or not 0 < len(shape) <= MAX_DIMENSIONS or not all(
+            type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape):
+        raise BadRequestError(f"input {position} has shape {short(shape)}; a shape is a list "
+                              f"of 1 to {MAX_DIMENSIONS} non-negative integers, each at most "
+                              f"{MAX_DIMENSION}", field="inputs")
     return shape
 
 
-def _flatten(data: Any) -> list[Any]:
+def _flatten(data: Any, levels: int) -> list[Any]:
+    """Tensor data as one flat list, from data given flat or nested as the shape: at most
+    ``levels`` deep, so deeper lists stay elements (and fail the datatype check) rather than
+    being walked without end."""
     if not isinstance(data, list):
         return [data]
-    if data and isinstance(data[0], list):
+    for _ in range(levels - 1):
+        if not data or not isinstance(data[0], list):
+            break
         flat: list[Any] = []
         for item in data:
-            flat.extend(_flatten(item))
-        return flat
+            if isinstance(item, list):
+                flat.extend(item)
+            else:
+                flat.append(item)
+        data = flat
     return data
 
 
@@ -98,6 +117,11 @@ def _binary(tensor: dict[str, Any], name: str, kind: str, count: int, size: int,
     import numpy as np
 
     if kind != "BYTES":
+        width = np.dtype(_TO_NUMPY[kind]).itemsize
+        if size % width:
+            raise BadRequestError(f"input {name!r}: binary_data_size {size} is not a whole "
+                                  f"number of {kind} values ({width} bytes each)",
+                                  field="inputs")
         array = np.frombuffer(blob, dtype=_TO_NUMPY[kind])
         if array.size != count:
             raise BadRequestError(f"input {name!r}: {size} bytes of {kind} hold {array.size} "
@@ -138,14 +162,15 @@ def _check_kind(name: str, kind: str, values: list[Any]) -> None:
             ok = cls is str
         if not ok:
             raise SignatureMismatchError([f"input {name!r} is declared {kind} but holds "
-                                          f"{value!r}"])
+                                          + short(value)])
 
 
-def parse_infer(request: Any, binary: bytes,
-                signature: Signature | None) -> tuple[Columns, list[dict[str, Any]], str | None,
-                                                       dict[str, Any]]:
+def parse_infer(request: Any, binary: bytes, signature: Signature | None,
+                max_rows: int = DEFAULT_MAX_ROWS,
+                ) -> tuple[Columns, list[dict[str, Any]], str | None, dict[str, Any]]:
     """Columns for the model from an inference request, with the outputs asked for, the
-    request's id and its parameters."""
+    request's id and its parameters. A tensor of more than ``max_rows`` rows (its first
+    dimension) is refused (413) before its data is read."""
     if not isinstance(request, dict):
         raise BadRequestError("an inference request is a JSON object with 'inputs'",
                               field="body")
@@ -170,9 +195,10 @@ def parse_infer(request: Any, binary: bytes,
                                   "'shape', 'datatype' and 'data'", field="inputs")
         name = tensor["name"]
         shape = _shape(tensor, position)
+        check_rows(shape[0], max_rows, "inputs")
         kind = tensor.get("datatype")
-        if kind not in _TO_NUMPY:
-            raise BadRequestError(f"input {name!r} has datatype {kind!r}; accepted: "
+        if type(kind) is not str or kind not in _TO_NUMPY:
+            raise BadRequestError(f"input {name!r} has datatype {short(kind)}; accepted: "
                                   f"{', '.join(_TO_NUMPY)}", field="inputs")
         count = math.prod(shape)
         params = tensor.get("parameters") or {}
@@ -187,7 +213,7 @@ def parse_infer(request: Any, binary: bytes,
         else:
             if "data" not in tensor:
                 raise BadRequestError(f"input {name!r} has no 'data'", field="inputs")
-            values = _flatten(tensor["data"])
+            values = _flatten(tensor["data"], len(shape))
             if len(values) != count:
                 raise BadRequestError(f"input {name!r} has {len(values)} values; its shape "
                                       f"{shape} needs {count}", field="inputs")
@@ -209,7 +235,7 @@ def _columns(tensors: list[tuple[str, list[int], Any]], signature: Signature | N
         _, shape, values = tensors[0]
         try:
             array = np.asarray(values).reshape(shape)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise BadRequestError("the input tensor's data does not fit its shape",
                                   field="inputs") from None
         return Columns({"": array}, shape[0])
