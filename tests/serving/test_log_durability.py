@@ -67,27 +67,30 @@ def test_a_sigkilled_server_loses_at_most_its_last_100_ms_and_counts_them(fast, 
     stop = threading.Event()
 
     def load(thread: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for n in range(20_000):  # bounded, and stopped long before
-                if stop.is_set():
-                    return
-                client_id = f"c{thread}-{n}"
-                in_flight[thread] = client_id
-                try:
-                    answer = client.post("/predict/ctr", json=body,
-                                         headers={"X-Request-ID": client_id})
-                except httpx.TransportError:  # the kill
-                    return
-                now = time.monotonic()
-                if answer.status_code == 200:
-                    answered[answer.json()["request_id"]] = (client_id, now)
-                del in_flight[thread]
+        # A new connection every 50 requests, so that both workers get some (the kernel
+        # spreads connections, not requests).
+        for chunk in range(400):  # bounded, and stopped long before
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for n in range(chunk * 50, chunk * 50 + 50):
+                    if stop.is_set():
+                        return
+                    client_id = f"c{thread}-{n}"
+                    in_flight[thread] = client_id
+                    try:
+                        answer = client.post("/predict/ctr", json=body,
+                                             headers={"X-Request-ID": client_id})
+                    except httpx.TransportError:  # the kill
+                        return
+                    now = time.monotonic()
+                    if answer.status_code == 200:
+                        answered[answer.json()["request_id"]] = (client_id, now)
+                    del in_flight[thread]
 
     threads = [threading.Thread(target=load, args=(t,)) for t in range(3)]
     try:
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(answered) >= 1500, timeout=120, what="traffic")
+        wait_until(lambda: len(answered) >= 2000, timeout=120, what="traffic")
         killed_at = time.monotonic()
         os.killpg(process.pid, signal.SIGKILL)  # the supervisor and both workers at once
         process.wait(30)
@@ -125,6 +128,7 @@ def test_a_sigkilled_server_loses_at_most_its_last_100_ms_and_counts_them(fast, 
     in_flight_unlogged = len(unanswered - set(log["client_id"].dropna()))
     assert len(lost) <= missing <= len(lost) + in_flight_unlogged
     assert set(gaps["worker"]) <= set(log["worker"])
+    assert log["worker"].nunique() == 2  # both killed workers' records were judged
 
 
 _VICTIM = textwrap.dedent("""

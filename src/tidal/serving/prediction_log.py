@@ -499,17 +499,22 @@ class PredictionLog:
                 self._lose(1, f"request {getattr(record, 'request_id', '?')!r} is malformed or "
                               f"has a value JSON cannot hold ({error})")
                 continue
-            for name, value in (("request_id", record.request_id), ("timestamp", timestamp),
-                                ("endpoint", endpoint), ("route", record.route),
-                                ("model_uri", record.model_uri),
-                                ("model_version", record.model_version),
-                                ("shadow", record.shadow), ("inputs", inputs),
-                                ("outputs", outputs), ("latency_ms", record.latency_ms),
-                                ("error", record.error), ("client_id", record.client_id),
-                                ("worker", self.worker_id), ("sequence", sequence)):
-                columns[name].append(value)
+            columns["request_id"].append(record.request_id)
+            columns["timestamp"].append(timestamp)
+            columns["endpoint"].append(endpoint)
+            columns["route"].append(record.route)
+            columns["model_uri"].append(record.model_uri)
+            columns["model_version"].append(record.model_version)
+            columns["shadow"].append(record.shadow)
+            columns["inputs"].append(inputs)
+            columns["outputs"].append(outputs)
+            columns["latency_ms"].append(record.latency_ms)
+            columns["error"].append(record.error)
+            columns["client_id"].append(record.client_id)
+            columns["sequence"].append(sequence)
         if not columns["request_id"]:
             return None
+        columns["worker"] = [self.worker_id] * len(columns["request_id"])
         try:
             return pa.table(columns, schema=SCHEMA)
         except Exception as error:  # a field of the wrong type
