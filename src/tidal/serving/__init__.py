@@ -4,6 +4,8 @@ and feedback it writes, and batch inference over files.
 
 ``deploy`` and ``rollback`` change an endpoint's routes (running servers follow within
 seconds); ``serve`` runs the server; ``predict_batch`` scores Parquet or CSV files.
+``log_gaps`` reports the records the prediction log is missing, and ``recover_prediction_log``
+writes what killed servers left in their local spools.
 """
 
 from __future__ import annotations
