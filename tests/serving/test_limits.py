@@ -154,6 +154,7 @@ def test_slow_and_idle_connections_are_closed_in_time_while_others_are_answered(
     assert all(c.received.startswith(b"HTTP/1.1 408") for c in late_headers)
     assert all(b"200 OK" in c.received for c in slow if c.kind == "idle-after-answer")
     assert len(steady.statuses) >= 20 and set(steady.statuses) == {200}, steady.statuses
+    assert "Exception in ASGI application" not in served.stderr()  # a cut body is no crash
 
 
 def test_a_body_that_keeps_coming_is_not_cut_by_the_body_timeout(ctr_workspace, tmp_path):

@@ -17,9 +17,10 @@ _ERROR = {"type": "object", "properties": {"error": {"type": "string"},
 _ERRORS = {str(code): {"description": reason, "content": {"application/json": {
     "schema": _ERROR}}} for code, reason in [
     (400, "malformed request"), (401, "missing or wrong bearer token"),
-    (404, "no such endpoint or version"), (413, "body too large"),
+    (404, "no such endpoint or version"),
+    (413, "body over max_body_bytes, or rows over max_rows_per_request"),
     (415, "not JSON"), (422, "input does not match the model signature"),
-    (503, "models not loaded yet")]}
+    (503, "models not loaded yet, or the worker's max_connections reached")]}
 
 
 def _value_schema(spec: ColumnSpec) -> dict[str, Any]:
