@@ -243,3 +243,35 @@ schema = schemathesis.pytest.from_fixture("api_schema")
           suppress_health_check=list(HealthCheck))
 def test_schemathesis_finds_no_server_error(case):
     case.call_and_validate(checks=[not_a_server_error])
+
+
+def test_a_value_of_an_object_column_may_nest_only_so_deep(serve, tmp_path):
+    """An ``object`` column takes any value, but not one nested past what code that walks it
+    (a model, NumPy, a repr) can recurse through."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    import tidal
+    from tidal.serving.inputs import MAX_DEPTH
+
+    workspace = tidal.workspace(tmp_path / "ws")
+    frame = pd.DataFrame({"x": np.linspace(0, 1, 20), "tags": [["a"]] * 20})
+    model = make_pipeline(ColumnTransformer([("x", "passthrough", ["x"])]),
+                          LogisticRegression()).fit(frame, (frame.x > 0.5).astype(int))
+    tidal.models.register("tagged", model, signature={"inputs": {"columns": [
+        {"name": "x", "type": "float64"}, {"name": "tags", "type": "object"}]}}, run=False)
+    deploy("tagged", {"models:/tagged/1": 100})
+    running = serve(workspace)
+
+    def nested(depth: int) -> str:
+        return "[" * depth + '"a"' + "]" * depth
+
+    for depth, status in ((MAX_DEPTH, 200), (MAX_DEPTH + 1, 422), (1000, 422)):
+        body = '{"records": [{"x": 0.9, "tags": ' + nested(depth) + "}]}"
+        answer = running.post("/predict/tagged", content=body.encode())
+        assert answer.status_code == status, (depth, answer.text)
+        if status == 422:
+            assert f"nested more than {MAX_DEPTH} levels" in answer.json()["error"]
