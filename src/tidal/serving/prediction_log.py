@@ -572,8 +572,10 @@ class PredictionLog:
             except Exception as error:
                 logger.warning("prediction log: could not write the end of %s's log: %s",
                                endpoint, error)
-        if self._spool is not None:
-            self._spool.close()
+        with self._lock:  # a log() racing with close must not touch the closed marks
+            spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
 
     def _lose(self, count: int, why: str) -> None:
         with self._lock:  # both threads lose records
