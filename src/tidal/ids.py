@@ -7,6 +7,7 @@ Digests are BLAKE2b-256 (fast in CPython's hashlib, no extra dependency), writte
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from typing import Any, BinaryIO
@@ -16,6 +17,14 @@ from tidal.errors import InvalidValueError
 DIGEST_ALGORITHM = "blake2b"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _CHUNK = 1 << 20
+_COUNT = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def parse_count(text: str) -> int | None:
+    """The non-negative integer ``text`` spells in ASCII digits (at most 18, so it fits an
+    int64), or None for anything else. ``str.isdigit`` also accepts digits such as "²", on
+    which ``int`` raises: every number read from a URI, a path or a header goes through here."""
+    return int(text) if _COUNT.fullmatch(text) else None
 
 
 def new_id() -> str:

@@ -154,11 +154,13 @@ def drift_command(
 def _size(text: str | None, option: str) -> timedelta | int | None:
     """A window size as typed: a whole number of requests ("500") or a duration ("15m")."""
     from tidal.durations import parse_duration
+    from tidal.ids import parse_count
 
     if text is None:
         return None
     stripped = text.strip()
-    return int(stripped) if stripped.isdigit() else parse_duration(stripped, option)
+    count = parse_count(stripped)
+    return count if count is not None else parse_duration(stripped, option)
 
 
 def _figure(value: Any) -> str:

@@ -6,6 +6,7 @@ Kept apart from the dataset code so that the CLI parses references without impor
 from __future__ import annotations
 
 from tidal.errors import InvalidValueError
+from tidal.ids import parse_count
 
 URI_PREFIX = "datasets:/"
 
@@ -25,9 +26,9 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
             f"{URI_PREFIX}NAME/VERSION", field="dataset")
     if len(parts) == 1 or parts[1] == "latest":
         return parts[0], None
-    number = parts[1]
-    if not number.isdigit() or int(number) < 1:
+    number = parse_count(parts[1])
+    if number is None or number < 1:
         raise InvalidValueError(
-            f"version {number!r} in dataset reference {ref!r} is not valid; use a positive "
+            f"version {parts[1]!r} in dataset reference {ref!r} is not valid; use a positive "
             "number or 'latest'", field="version")
-    return parts[0], int(number)
+    return parts[0], number

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from tidal.data.uri import URI_PREFIX, parse_ref
 from tidal.errors import InvalidValueError
-from tidal.ids import check_name, new_id, now_ms
+from tidal.ids import check_name, new_id, now_ms, parse_count
 from tidal.models.errors import AliasNotFoundError, ModelNotFoundError
 from tidal.models.flavors.base import Flavor
 from tidal.models.flavors.registry import detect_flavor, get_flavor
@@ -266,11 +266,12 @@ def _ref(name_or_uri: str, version: int | str | None) -> ModelRef:
     if isinstance(version, bool) or not isinstance(version, (int, str)):
         raise InvalidValueError(f"version must be a number or an alias, got {version!r}",
                                 field="version")
-    if isinstance(version, int) or version.isdigit():
-        if int(version) < 1:
+    number = version if isinstance(version, int) else parse_count(version)
+    if number is not None:
+        if number < 1:
             raise InvalidValueError(f"version must be 1 or more, got {version}",
                                     field="version")
-        return ModelRef(name, version=int(version))
+        return ModelRef(name, version=number)
     if version == "latest":
         return ModelRef(name)
     return ModelRef(name, alias=check_alias(version.removeprefix("@")))

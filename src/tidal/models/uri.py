@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from tidal.errors import InvalidValueError
-from tidal.ids import check_name
+from tidal.ids import check_name, parse_count
 
 SCHEME = "models:/"
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,249}")
@@ -60,7 +60,8 @@ def parse_model_uri(uri: object) -> ModelRef:
     version = match["version"]
     if version is None or version == "latest":
         return ModelRef(name)
-    if not version.isdigit() or int(version) < 1:
+    number = parse_count(version)
+    if number is None or number < 1:
         raise InvalidValueError(f"model URI {uri!r}: version {version!r} is not a positive "
                                 "whole number (or 'latest')", field="uri")
-    return ModelRef(name, version=int(version))
+    return ModelRef(name, version=number)

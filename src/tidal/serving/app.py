@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tidal.errors import InvalidValueError, TidalError
-from tidal.ids import now_ms
+from tidal.ids import now_ms, parse_count
 from tidal.serving import oip
 from tidal.serving.endpoints import (
     EndpointNotFoundError,
@@ -43,7 +43,6 @@ from tidal.serving.inputs import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
     check_columns,
-    parse_count,
     parse_simple,
 )
 from tidal.serving.labels import LabelRule

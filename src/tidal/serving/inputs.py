@@ -8,7 +8,6 @@ microseconds; the batch is turned into a DataFrame once, after coalescing.
 
 from __future__ import annotations
 
-import re
 import reprlib
 from collections.abc import Mapping
 from typing import Any
@@ -22,9 +21,6 @@ MAX_PROBLEMS = 20
 #: model) recurses once a level and fails at about 1,000 with a RecursionError.
 MAX_DEPTH = 32
 DEFAULT_MAX_ROWS = 10_000
-#: A count written in a path or header: ASCII digits only. ``int()`` and ``str.isdigit()``
-#: also take other scripts' digits and superscripts ('²', '٣'), which then fail elsewhere.
-_COUNT = re.compile(r"[0-9]{1,18}", re.ASCII)
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 30, 30, 4, 4
 INT_RANGES = {"int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1),
@@ -47,12 +43,6 @@ class UnsupportedMediaTypeError(TidalError):
     """The body is not JSON (415)."""
 
     status_code = 415
-
-
-def parse_count(text: str) -> int | None:
-    """The non-negative integer a path segment or header spells in ASCII digits (at most 18,
-    so it fits an int64), or None for anything else."""
-    return int(text) if _COUNT.fullmatch(text) else None
 
 
 def check_rows(rows: int, max_rows: int, field: str) -> None:

@@ -10,13 +10,13 @@ from typing import Any
 
 import orjson
 
+from tidal.ids import parse_count
 from tidal.models.signature import ColumnSpec, Signature, SignatureMismatchError, TensorSpec
 from tidal.serving.inputs import (
     DEFAULT_MAX_ROWS,
     BadRequestError,
     Columns,
     check_rows,
-    parse_count,
     short,
 )
 
