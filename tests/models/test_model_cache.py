@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -27,6 +22,7 @@ import pytest
 
 import tidal
 from tests.models.flavors.torch_nets import TinyNet
+from tests.serving.processes import start_server
 from tidal.errors import ArtifactCorruptedError
 from tidal.models.loaded import clear_cache
 from tidal.serving.endpoints import deploy
@@ -89,38 +85,6 @@ def predict_in_a_fresh_process(uri: str, rows: np.ndarray, env: dict[str, str]) 
     return np.array(json.loads(done.stdout), dtype=np.float32)
 
 
-@contextmanager
-def tidal_serve(endpoint: str, env: dict[str, str]) -> Iterator[str]:
-    """``tidal serve ENDPOINT`` on a free loopback port, once ready; its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tidal.cli.main", "serve", endpoint, "--port", str(port)],
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "tidal serve was not ready in 120 s"
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 def test_an_overwritten_cached_weights_file_never_changes_a_prediction(workspace, backend):
     uri, rows, expected, weights = register_net()
     bad = tampered(weights)
@@ -144,8 +108,12 @@ def test_tidal_serve_never_serves_weights_overwritten_in_the_cache(workspace, ba
     for path in local_copies(workspace, weights):
         overwrite(path, tampered(weights))
     deploy("net", {uri: 100})
-    with tidal_serve("net", backend.env()) as url:
-        answer = httpx.post(f"{url}/predict/net", json={"instances": rows.tolist()}, timeout=30)
+    server = start_server(backend, "net", env_changes={"PYTHONPATH": str(REPO)})
+    try:
+        answer = httpx.post(f"{server.url}/predict/net", json={"instances": rows.tolist()},
+                            timeout=30)
+    finally:
+        server.stop()
     assert answer.status_code == 200, answer.text
     np.testing.assert_allclose(np.array(answer.json()["predictions"], dtype=np.float32)
                                .reshape(expected.shape), expected, rtol=1e-6)

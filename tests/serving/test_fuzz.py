@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 from tests.serving.conftest import register_ctr
-from tests.serving.served import start_serve
+from tests.serving.processes import start_server
 from tidal.serving.app import ServerSettings, ServingApp
 from tidal.serving.endpoints import deploy
 from tidal.serving.oip import HEADER_LENGTH
@@ -512,8 +512,8 @@ MUTATIONS: list[Callable[[bytes], bytes]] = [
 
 def test_a_real_server_parses_generated_hostile_requests_without_a_server_error(
         served_models, tmp_path):
-    served = start_serve(served_models, "--max-rows-per-request", str(MAX_ROWS),
-                         stderr_path=tmp_path / "stderr.txt")
+    served = start_server(served_models, "--max-rows-per-request", str(MAX_ROWS),
+                          stderr=tmp_path / "stderr.txt")
     answered: Counter[int | None] = Counter()
     try:
         def check(probe: Probe) -> None:
@@ -528,5 +528,5 @@ def test_a_real_server_parses_generated_hostile_requests_without_a_server_error(
         served.stop()
     assert sum(answered.values()) >= OVER_LOOPBACK
     assert answered[None] < OVER_LOOPBACK // 4, answered  # nearly every request was answered
-    assert "Exception in ASGI application" not in served.stderr()
-    assert "Traceback" not in served.stderr()
+    assert "Exception in ASGI application" not in served.log()
+    assert "Traceback" not in served.log()

@@ -18,7 +18,7 @@ import pytest
 
 import tidal
 from tests.serving.conftest import records, register_ctr, wait_until
-from tests.serving.served import start_serve
+from tests.serving.processes import start_server
 from tidal.errors import InvalidValueError
 from tidal.serving.app import ServerSettings
 from tidal.serving.endpoints import deploy
@@ -129,9 +129,9 @@ class SteadyClient(threading.Thread):
 def test_slow_and_idle_connections_are_closed_in_time_while_others_are_answered(
         ctr_workspace, tmp_path):
     path, ctr = ctr_workspace
-    served = start_serve(path, "--header-timeout", str(HEADER_S), "--body-timeout",
-                         str(BODY_S), "--idle-timeout", str(IDLE_S),
-                         stderr_path=tmp_path / "stderr.txt")
+    served = start_server(path, "--header-timeout", str(HEADER_S), "--body-timeout",
+                          str(BODY_S), "--idle-timeout", str(IDLE_S),
+                          stderr=tmp_path / "stderr.txt")
     steady = SteadyClient(served.url, {"records": records(ctr["frame"].head(3))})
     try:
         steady.start()
@@ -154,13 +154,13 @@ def test_slow_and_idle_connections_are_closed_in_time_while_others_are_answered(
     assert all(c.received.startswith(b"HTTP/1.1 408") for c in late_headers)
     assert all(b"200 OK" in c.received for c in slow if c.kind == "idle-after-answer")
     assert len(steady.statuses) >= 20 and set(steady.statuses) == {200}, steady.statuses
-    assert "Exception in ASGI application" not in served.stderr()  # a cut body is no crash
+    assert "Exception in ASGI application" not in served.log()  # a cut body is no crash
 
 
 def test_a_body_that_keeps_coming_is_not_cut_by_the_body_timeout(ctr_workspace, tmp_path):
     """The body timeout is between pieces of the body, not for all of it."""
     path, ctr = ctr_workspace
-    served = start_serve(path, "--body-timeout", "1", stderr_path=tmp_path / "stderr.txt")
+    served = start_server(path, "--body-timeout", "1", stderr=tmp_path / "stderr.txt")
     body = httpx.Request("POST", "/", json={"records": records(ctr["frame"].head(2))}).content
     try:
         with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
@@ -178,7 +178,7 @@ def test_a_body_that_keeps_coming_is_not_cut_by_the_body_timeout(ctr_workspace, 
 
 def test_a_worker_serves_at_most_max_connections(ctr_workspace, tmp_path):
     path, _ = ctr_workspace
-    served = start_serve(path, "--max-connections", "20", stderr_path=tmp_path / "stderr.txt")
+    served = start_server(path, "--max-connections", "20", stderr=tmp_path / "stderr.txt")
     held: list[socket.socket] = []
     try:
         held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(19)]

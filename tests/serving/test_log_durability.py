@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import httpx
 import psutil
 
 from tests.serving.conftest import records, wait_until
+from tests.serving.processes import start_server
 from tidal.serving import log_gaps, read_prediction_log
 from tidal.serving.endpoints import deploy
 from tidal.serving.prediction_log import PredictionLog, PredictionRecord, recover_spool
@@ -24,29 +24,6 @@ from tidal.serving.spool import spool_folder
 
 #: The most answered traffic, by the time of its answers, that a SIGKILL may take.
 MAX_LOST_S = 0.100
-
-
-def _serve(backend, *args: str) -> tuple[subprocess.Popen, str]:
-    """``tidal serve`` in a process group of its own, once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tidal.cli.main", "serve", *args, "--port", str(port)],
-        env={**os.environ, **backend.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode())
-        try:
-            return httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, timeout=120, what="tidal serve to be ready")
-    return process, url
 
 
 def _group_gone(process: subprocess.Popen) -> bool:
@@ -60,7 +37,7 @@ def _group_gone(process: subprocess.Popen) -> bool:
 def test_a_sigkilled_server_loses_at_most_its_last_100_ms_and_counts_them(fast, backend,
                                                                           workspace):
     deploy("ctr", {"models:/fast/1": 100})
-    process, url = _serve(backend, "ctr", "--workers", "2")
+    server = start_server(backend, "ctr", "--workers", "2")
     body = {"records": records(fast["frame"].head(1))}
     answered: dict[str, tuple[str, float]] = {}  # request id -> (client id, when answered)
     in_flight: dict[int, str] = {}  # client thread -> the client id it waits on
@@ -70,7 +47,7 @@ def test_a_sigkilled_server_loses_at_most_its_last_100_ms_and_counts_them(fast, 
         # A new connection every 50 requests, so that both workers get some (the kernel
         # spreads connections, not requests).
         for chunk in range(400):  # bounded, and stopped long before
-            with httpx.Client(base_url=url, timeout=30) as client:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
                 for n in range(chunk * 50, chunk * 50 + 50):
                     if stop.is_set():
                         return
@@ -92,21 +69,22 @@ def test_a_sigkilled_server_loses_at_most_its_last_100_ms_and_counts_them(fast, 
             thread.start()
         wait_until(lambda: len(answered) >= 2000, timeout=120, what="traffic")
         killed_at = time.monotonic()
-        os.killpg(process.pid, signal.SIGKILL)  # the supervisor and both workers at once
-        process.wait(30)
-        wait_until(lambda: _group_gone(process), what="the workers to die")
+        os.killpg(server.process.pid, signal.SIGKILL)  # the supervisor and both workers at once
+        server.process.wait(30)
+        wait_until(lambda: _group_gone(server.process), what="the workers to die")
     finally:
         stop.set()
         for thread in threads:
             thread.join(60)
-        process.stderr.close()
+        server.close()
     unanswered = set(in_flight.values())  # sent; the answer, if any, died with the server
 
     # The next `tidal serve` recovers what the killed workers spooled.
-    again, _ = _serve(backend, "ctr")
-    again.send_signal(signal.SIGTERM)  # a graceful stop: uvicorn re-raises the signal after it
-    assert again.wait(60) in (0, -signal.SIGTERM)
-    again.stderr.close()
+    again = start_server(backend, "ctr")
+    # A graceful stop: uvicorn re-raises the signal after it.
+    again.process.send_signal(signal.SIGTERM)
+    assert again.process.wait(60) in (0, -signal.SIGTERM)
+    again.close()
 
     log = read_prediction_log("ctr")
     assert log["request_id"].is_unique

@@ -72,7 +72,7 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
     _register("crash", _segfaults_on_predict(), frame)
     deploy("good", {"models:/fast/1": 100})
     deploy("bad", {"models:/crash/1": 100})
-    server = start_server(backend, tmp_path, "--workers", "2", "--trust")
+    server = start_server(backend, "--workers", "2", "--trust", stderr=tmp_path / "stderr.txt")
     bad_body = {"records": records(frame.head(2))}
     attacks: list[Any] = []  # status codes, or the transport error of a crashed worker
     healthy: list[tuple[int, Any]] = []
@@ -144,7 +144,7 @@ def test_a_segfaulting_model_is_quarantined_and_1000_healthy_requests_all_succee
 def test_five_external_sigkills_3_5_s_apart_leave_the_server_answering(fast, backend,
                                                                        workspace, tmp_path):
     deploy("ctr", {"models:/fast/1": 100})
-    server = start_server(backend, tmp_path, "ctr", "--workers", "2")
+    server = start_server(backend, "ctr", "--workers", "2", stderr=tmp_path / "stderr.txt")
     body = {"records": records(fast["frame"].head(3))}
     killed = []
     try:
@@ -175,8 +175,8 @@ def test_a_model_whose_load_segfaults_is_quarantined_and_a_new_revision_lifts_it
     _register("crashload", _segfaults_on_load(), frame)
     deploy("good", {"models:/fast/1": 100})
     deploy("bad", {"models:/crashload/1": 100})
-    server = start_server(backend, tmp_path, "--workers", "2", "--trust", "--reload-interval",
-                          "0.5")
+    server = start_server(backend, "--workers", "2", "--trust", "--reload-interval", "0.5",
+                          stderr=tmp_path / "stderr.txt")
     body = {"records": records(frame.head(2))}
     try:
         refused = httpx.post(f"{server.url}/predict/bad", json=body, timeout=30)
