@@ -623,8 +623,9 @@ def write_end(store: ArtifactStore, endpoint: str, worker: str, count: int,
 
 def recover_spool(store: ArtifactStore, folder: str | os.PathLike[str]) -> int:
     """Write into the log what writers that died (a SIGKILL, a crash) left in their spools in
-    ``folder``, state their sequence counts, and remove the spools; returns how many records
-    were recovered. Spools of live writers are left alone; it is safe to run again and from
+    ``folder``, state their sequence counts, and remove the spools; returns how many spooled
+    records it wrote (a segment its writer had already compacted, but not yet removed, is
+    written again under the same file names, so no row is doubled). Spools of live writers are left alone; it is safe to run again and from
     several processes at once. Every ``PredictionLog`` runs it when it starts, so a restarted
     worker or the next ``tidal serve`` recovers its predecessors' records."""
     recovered = 0
